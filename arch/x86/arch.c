@@ -1,0 +1,283 @@
+/* x86_64 arch hooks: memory map, in-kernel irqchip, platform devices, bzImage loading. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include "arch/x86/acpi.h"
+#include "arch/x86/boot.h"
+#include "arch/x86/cpu.h"
+#include "arch/x86/layout.h"
+#include "devices/platform.h"
+#include "devices/serial.h"
+#include "vmm/vm.h"
+
+static int errf(char *err, size_t errlen, int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return ret;
+}
+
+static uint64_t low_ram_end(const struct vm *vm)
+{
+	return vm->cfg.mem_size < X86_MMIO_HOLE_START ? vm->cfg.mem_size : X86_MMIO_HOLE_START;
+}
+
+int arch_memory_layout(struct vm *vm, char *err, size_t errlen)
+{
+	uint64_t mem = vm->cfg.mem_size;
+	uint64_t low = low_ram_end(vm);
+	struct sysinfo si;
+	int r;
+
+	if (sysinfo(&si) == 0) {
+		uint64_t host = (uint64_t)si.totalram * si.mem_unit;
+		if (mem > host)
+			return errf(err, errlen, -ENOMEM,
+				    "--memory %lluM is more than this host's %lluM of RAM; choose a smaller --memory",
+				    (unsigned long long)(mem >> 20), (unsigned long long)(host >> 20));
+	}
+	r = gm_add_region(&vm->mem, 0, low);
+	if (!r && mem > low)
+		r = gm_add_region(&vm->mem, X86_MMIO_HOLE_END, mem - low);
+	if (r)
+		return errf(err, errlen, r, "bad memory layout for --memory %llu bytes", (unsigned long long)mem);
+	return 0;
+}
+
+int arch_vm_init(struct vm *vm, char *err, size_t errlen)
+{
+	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	uint64_t idmap = X86_IDENTITY_MAP;
+	int r;
+
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)X86_TSS_ADDR) < 0)
+		return errf(err, errlen, -errno, "KVM_SET_TSS_ADDR failed: %s", strerror(errno));
+	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0 &&
+	    ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+		return errf(err, errlen, -errno, "KVM_SET_IDENTITY_MAP_ADDR failed: %s", strerror(errno));
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+		return errf(err, errlen, -errno, "KVM_CREATE_IRQCHIP failed: %s", strerror(errno));
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+		return errf(err, errlen, -errno, "KVM_CREATE_PIT2 failed: %s", strerror(errno));
+	r = x86_cpuid_supported(vm->kvm_fd, &vm->arch.cpuid);
+	if (r)
+		return errf(err, errlen, r, "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(-r));
+	return 0;
+}
+
+int arch_add_devices(struct vm *vm, char *err, size_t errlen)
+{
+	int r = serial_create(vm, X86_COM1_PORT, X86_COM1_IRQ);
+
+	if (!r)
+		r = pvpanic_create(vm, X86_PVPANIC_PORT);
+	if (!r)
+		r = acpi_pm_create(vm, X86_PM_SLEEP_CTL, X86_PM_SLEEP_STS, X86_PM_RESET, X86_PM_RESET_VALUE,
+				   X86_S5_SLP_TYP);
+	if (!r)
+		r = i8042_reset_create(vm, X86_I8042_CMD_PORT);
+	if (r)
+		return errf(err, errlen, r, "cannot add platform devices: %s", strerror(-r));
+	return 0;
+}
+
+/* Read a whole file; the messages name the file and the flag it came from. */
+static int read_file(const char *path, const char *flag, uint8_t **buf, size_t *len, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t done = 0;
+
+	if (fd < 0)
+		return errf(err, errlen, -errno, "cannot open %s '%s': %s; check the %s path", flag + 2, path,
+			    strerror(errno), flag);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return errf(err, errlen, -EINVAL, "%s '%s' is not a regular file; give the path of a file", flag,
+			    path);
+	}
+	*len = (size_t)st.st_size;
+	*buf = malloc(*len ? *len : 1);
+	if (!*buf) {
+		close(fd);
+		return errf(err, errlen, -ENOMEM, "out of memory reading '%s'", path);
+	}
+	while (done < *len) {
+		ssize_t n = read(fd, *buf + done, *len - done);
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+			close(fd);
+			free(*buf);
+			*buf = NULL;
+			return errf(err, errlen, -e, "cannot read %s '%s': %s", flag + 2, path, strerror(e));
+		}
+		done += (size_t)n;
+	}
+	close(fd);
+	return 0;
+}
+
+static int load_initrd(struct vm *vm, uint64_t kernel_end, uint32_t initrd_addr_max, uint64_t *addr,
+		       uint64_t *size, char *err, size_t errlen)
+{
+	const char *path = vm->cfg.initrd;
+	struct stat st;
+	uint8_t *dst;
+	uint64_t done = 0;
+	int fd, r;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errf(err, errlen, -errno, "cannot open initrd '%s': %s; check the --initrd path", path,
+			    strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+		close(fd);
+		return errf(err, errlen, -EINVAL, "--initrd '%s' is not a non-empty regular file", path);
+	}
+	r = initrd_place(low_ram_end(vm), initrd_addr_max, kernel_end, (uint64_t)st.st_size, addr);
+	if (r) {
+		close(fd);
+		return errf(err, errlen, r,
+			    "initrd '%s' (%lld MiB) does not fit in guest memory next to the kernel; raise --memory",
+			    path, (long long)(st.st_size >> 20));
+	}
+	*size = (uint64_t)st.st_size;
+	/* GUEST: initrd_place() kept [addr, addr+size) inside low RAM, gm_ptr() checks it again. */
+	dst = gm_ptr(&vm->mem, *addr, *size);
+	if (!dst) {
+		close(fd);
+		return errf(err, errlen, -EFAULT, "initrd placement outside guest memory");
+	}
+	while (done < *size) {
+		ssize_t n = read(fd, dst + done, *size - done);
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+			close(fd);
+			return errf(err, errlen, -e, "cannot read initrd '%s': %s", path, strerror(e));
+		}
+		done += (uint64_t)n;
+	}
+	close(fd);
+	return 0;
+}
+
+int arch_load_guest(struct vm *vm, char *err, size_t errlen)
+{
+	struct boot_layout bl = { .cmdline_addr = X86_CMDLINE_ADDR };
+	struct e820_layout el = { .low_ram_end = low_ram_end(vm),
+				  .high_ram_size = vm->cfg.mem_size - low_ram_end(vm) };
+	struct acpi_config acpi = {
+		.ncpus = vm->cfg.cpus,
+		.lapic_addr = X86_LAPIC_ADDR,
+		.ioapic_addr = X86_IOAPIC_ADDR,
+		.ioapic_id = (uint8_t)vm->cfg.cpus,
+		.uart_port = X86_COM1_PORT,
+		.uart_irq = X86_COM1_IRQ,
+		.pvpanic_port = X86_PVPANIC_PORT,
+		.sleep_ctl_port = X86_PM_SLEEP_CTL,
+		.sleep_sts_port = X86_PM_SLEEP_STS,
+		.reset_port = X86_PM_RESET,
+		.reset_value = X86_PM_RESET_VALUE,
+		.s5_slp_typ = X86_S5_SLP_TYP,
+	};
+	struct boot_params *bp;
+	struct bzimage bz;
+	uint8_t *file = NULL;
+	size_t size = 0;
+	uint64_t kernel_end;
+	void *acpi_buf;
+	long used;
+	int r;
+
+	r = read_file(vm->cfg.kernel, "--kernel", &file, &size, err, errlen);
+	if (r)
+		return r;
+	r = bzimage_parse(file, size, &bz);
+	if (r) {
+		free(file);
+		if (r == -ENOTSUP)
+			return errf(err, errlen, r,
+				    "kernel '%s' has no 64-bit entry point (boot protocol < 2.12); use an x86_64 "
+				    "kernel",
+				    vm->cfg.kernel);
+		return errf(err, errlen, r,
+			    "kernel '%s' is not an x86 bzImage; give --kernel the vmlinuz/bzImage file",
+			    vm->cfg.kernel);
+	}
+	/* The decompressor works in [load_addr, load_addr + init_size). */
+	kernel_end = bz.load_addr + (bz.hdr.init_size > bz.kernel_size ? bz.hdr.init_size : bz.kernel_size);
+	if (kernel_end > el.low_ram_end) {
+		free(file);
+		return errf(err, errlen, -ENOMEM, "kernel '%s' needs %llu MiB of guest memory; raise --memory",
+			    vm->cfg.kernel, (unsigned long long)(kernel_end >> 20) + 1);
+	}
+	r = gm_write(&vm->mem, bz.load_addr, bz.kernel, bz.kernel_size);
+	if (r) {
+		free(file);
+		return errf(err, errlen, r, "cannot place the kernel in guest memory");
+	}
+
+	bl.cmdline_len = (uint32_t)strlen(vm->cfg.cmdline);
+	if (bl.cmdline_len + 1 > X86_CMDLINE_MAX ||
+	    (bz.hdr.cmdline_size && bl.cmdline_len > bz.hdr.cmdline_size)) {
+		free(file);
+		return errf(err, errlen, -E2BIG, "--cmdline is %u bytes; this kernel accepts at most %u",
+			    bl.cmdline_len, bz.hdr.cmdline_size);
+	}
+	r = gm_write(&vm->mem, X86_CMDLINE_ADDR, vm->cfg.cmdline, bl.cmdline_len + 1);
+	if (!r && vm->cfg.initrd)
+		r = load_initrd(vm, kernel_end, bz.hdr.initrd_addr_max, &bl.initrd_addr, &bl.initrd_size, err, errlen);
+	if (r) {
+		free(file);
+		return r;
+	}
+
+	acpi_buf = gm_ptr(&vm->mem, X86_ACPI_START, X86_ACPI_SIZE);
+	used = acpi_buf ? acpi_build_tables(&acpi, acpi_buf, X86_ACPI_SIZE, X86_ACPI_START, &bl.rsdp_addr) : -EFAULT;
+	if (used < 0) {
+		free(file);
+		return errf(err, errlen, (int)used, "cannot build ACPI tables: %s", strerror((int)-used));
+	}
+	vm->arch.rsdp_addr = bl.rsdp_addr;
+
+	bp = gm_ptr(&vm->mem, X86_ZERO_PAGE_ADDR, sizeof(*bp));
+	r = bp ? boot_params_build(bp, &bz, &bl, &el) : -EFAULT;
+	if (!r)
+		r = x86_setup_boot_tables(&vm->mem);
+	vm->arch.kernel_entry = bz.load_addr + 0x200; /* startup_64 */
+	free(file);
+	if (r)
+		return errf(err, errlen, r, "cannot write boot data: %s", strerror(-r));
+	log_debug(&vm->log, "kernel at 0x%llx (%zu bytes), initrd at 0x%llx (%llu bytes), RSDP at 0x%llx",
+		  (unsigned long long)bz.load_addr, bz.kernel_size, (unsigned long long)bl.initrd_addr,
+		  (unsigned long long)bl.initrd_size, (unsigned long long)bl.rsdp_addr);
+	return 0;
+}
+
+int arch_vcpu_init(struct vm *vm, struct vcpu *vcpu, char *err, size_t errlen)
+{
+	int r = x86_vcpu_setup(vm->kvm_fd, vcpu->fd, vm->arch.cpuid, vcpu->id, vm->nvcpus, vcpu->id == 0,
+			       vm->arch.kernel_entry, X86_ZERO_PAGE_ADDR);
+
+	if (r)
+		return errf(err, errlen, r, "cannot set up vCPU %u: %s", vcpu->id, strerror(-r));
+	return 0;
+}
+
+void arch_vm_destroy(struct vm *vm)
+{
+	free(vm->arch.cpuid);
+	vm->arch.cpuid = NULL;
+}

@@ -1,0 +1,181 @@
+#include "vmm/cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmm/memory.h"
+
+static const char usage[] =
+	"Usage: moat --kernel PATH [options]\n"
+	"\n"
+	"Boot a Linux guest on KVM.\n"
+	"\n"
+	"Options:\n"
+	"  --kernel PATH        guest kernel (x86_64 bzImage)                     [required]\n"
+	"  --initrd PATH        initial ramdisk\n"
+	"  --cmdline STR        kernel command line  [default: \"" MOAT_DEFAULT_CMDLINE "\"]\n"
+	"  --cpus N             number of vCPUs, 1-64                              [default: 1]\n"
+	"  --memory SIZE        guest RAM, e.g. 512M, 2G                           [default: 512M]\n"
+	"  --console MODE       stdio | file:PATH | none                           [default: stdio]\n"
+	"  --timeout SECONDS    stop the guest after SECONDS and exit with 124     [default: none]\n"
+	"  --log-level LEVEL    error | warn | info | debug                        [default: warn]\n"
+	"  -h, --help           show this help\n"
+	"  -V, --version        show the version\n"
+	"\n"
+	"Exit status:\n"
+	"  0    the guest powered off, or rebooted (moat stops; a note is printed on stderr)\n"
+	"  1    moat failed (the message says why and how to fix it)\n"
+	"  3    the guest kernel panicked (pvpanic) or crashed (triple fault)\n"
+	"  124  --timeout expired\n"
+	"  128+N  moat was stopped by signal N (SIGINT, SIGTERM)\n";
+
+const char *cli_usage(void)
+{
+	return usage;
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int parse_uint(const char *s, unsigned long max, unsigned int *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (!*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v > max)
+		return -EINVAL;
+	*out = (unsigned int)v;
+	return 0;
+}
+
+int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_action *action, char *err,
+	      size_t errlen)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->cmdline = MOAT_DEFAULT_CMDLINE;
+	cfg->cpus = 1;
+	cfg->mem_size = 512ull << 20;
+	cfg->console = CONSOLE_STDIO;
+	cfg->log_level = LOG_WARN;
+	*action = CLI_RUN;
+
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i];
+		const char *val = NULL;
+		char name[32];
+		const char *eq;
+
+		if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+			*action = CLI_HELP;
+			return 0;
+		}
+		if (!strcmp(arg, "-V") || !strcmp(arg, "--version")) {
+			*action = CLI_VERSION;
+			return 0;
+		}
+		if (strncmp(arg, "--", 2) != 0)
+			return fail(err, errlen, "unexpected argument '%s'; options start with '--' (see moat --help)",
+				    arg);
+		/* Accept both "--opt value" and "--opt=value". */
+		eq = strchr(arg, '=');
+		if (eq) {
+			size_t n = (size_t)(eq - arg);
+			if (n >= sizeof(name))
+				return fail(err, errlen, "unknown option '%s' (see moat --help)", arg);
+			memcpy(name, arg, n);
+			name[n] = '\0';
+			val = eq + 1;
+		} else {
+			if (strlen(arg) >= sizeof(name))
+				return fail(err, errlen, "unknown option '%s' (see moat --help)", arg);
+			strcpy(name, arg);
+			if (i + 1 < argc)
+				val = argv[i + 1], i++;
+		}
+
+		static const char *const known[] = { "--kernel", "--initrd", "--cmdline", "--cpus", "--memory",
+						      "--console", "--timeout", "--log-level" };
+		int k = -1;
+		for (unsigned int j = 0; j < sizeof(known) / sizeof(known[0]); j++)
+			if (!strcmp(name, known[j]))
+				k = (int)j;
+		if (k < 0)
+			return fail(err, errlen, "unknown option '%s' (see moat --help)", name);
+		if (!val)
+			return fail(err, errlen, "option %s needs a value (see moat --help)", name);
+
+		switch (k) {
+		case 0:
+			if (!*val)
+				return fail(err, errlen, "--kernel needs a path to a kernel image");
+			cfg->kernel = val;
+			break;
+		case 1:
+			if (!*val)
+				return fail(err, errlen, "--initrd needs a path to an initrd file");
+			cfg->initrd = val;
+			break;
+		case 2:
+			cfg->cmdline = val;
+			break;
+		case 3:
+			if (parse_uint(val, MOAT_MAX_CPUS, &cfg->cpus) || cfg->cpus == 0)
+				return fail(err, errlen, "--cpus '%s' is not a number from 1 to %d", val,
+					    MOAT_MAX_CPUS);
+			break;
+		case 4: {
+			int r = parse_size(val, &cfg->mem_size);
+			if (r == -ERANGE)
+				return fail(err, errlen, "--memory '%s' is too large; give a size like 512M or 4G",
+					    val);
+			if (r)
+				return fail(err, errlen,
+					    "--memory '%s' is not a size; use a number with an optional K, M or G "
+					    "suffix, e.g. 512M",
+					    val);
+			if (cfg->mem_size < (32ull << 20))
+				return fail(err, errlen, "--memory '%s' is below the 32M a Linux guest needs", val);
+			break;
+		}
+		case 5:
+			if (!strcmp(val, "stdio")) {
+				cfg->console = CONSOLE_STDIO;
+			} else if (!strcmp(val, "none")) {
+				cfg->console = CONSOLE_NONE;
+			} else if (!strncmp(val, "file:", 5) && val[5]) {
+				cfg->console = CONSOLE_FILE;
+				cfg->console_path = val + 5;
+			} else {
+				return fail(err, errlen, "--console '%s' is not one of stdio, file:PATH, none", val);
+			}
+			break;
+		case 6:
+			if (parse_uint(val, 31u * 24 * 3600, &cfg->timeout_s) || cfg->timeout_s == 0)
+				return fail(err, errlen,
+					    "--timeout '%s' is not a whole number of seconds from 1 to 2678400", val);
+			break;
+		case 7:
+			if (log_parse_level(val, &cfg->log_level))
+				return fail(err, errlen, "--log-level '%s' is not one of error, warn, info, debug",
+					    val);
+			break;
+		}
+	}
+	if (!cfg->kernel)
+		return fail(err, errlen, "no kernel given; use --kernel PATH (see moat --help)");
+	return 0;
+}

@@ -1,0 +1,34 @@
+/* What the user asked for, parsed from the command line (vmm/cli.c). */
+#ifndef MOAT_CONFIG_H
+#define MOAT_CONFIG_H
+
+#include <stdint.h>
+
+#include "vmm/log.h"
+
+enum console_mode { CONSOLE_STDIO, CONSOLE_FILE, CONSOLE_NONE };
+
+#define MOAT_MAX_CPUS 64
+#define MOAT_DEFAULT_CMDLINE "console=ttyS0 panic=-1"
+
+struct vm_config {
+	const char *kernel;
+	const char *initrd;       /* NULL: none */
+	const char *cmdline;
+	unsigned int cpus;
+	uint64_t mem_size;
+	enum console_mode console;
+	const char *console_path; /* CONSOLE_FILE */
+	unsigned int timeout_s;   /* 0: no timeout */
+	enum log_level log_level;
+};
+
+/* Exit statuses, documented in --help and README.md. */
+enum moat_exit {
+	MOAT_EXIT_OK = 0,        /* guest powered off or rebooted */
+	MOAT_EXIT_ERROR = 1,     /* moat itself failed (bad flag, missing /dev/kvm, ...) */
+	MOAT_EXIT_PANIC = 3,     /* guest kernel panicked (pvpanic) or crashed (triple fault) */
+	MOAT_EXIT_TIMEOUT = 124, /* --timeout expired */
+};
+
+#endif

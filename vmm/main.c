@@ -1,0 +1,201 @@
+/* moat: boot a Linux guest on KVM. Only main() decides to exit. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "vmm/cli.h"
+#include "vmm/vcpu.h"
+#include "vmm/vm.h"
+
+#ifndef MOAT_VERSION
+#define MOAT_VERSION "0.1.0"
+#endif
+
+struct console_tty {
+	int fd;
+	int saved;
+	struct termios orig;
+};
+
+/* Keep Ctrl-C working (ISIG) but stop the host terminal echoing and line-buffering: the guest echoes. */
+static void tty_setup(struct console_tty *t, int fd)
+{
+	struct termios raw;
+
+	t->fd = fd;
+	t->saved = 0;
+	if (!isatty(fd) || tcgetattr(fd, &t->orig) < 0)
+		return;
+	raw = t->orig;
+	raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO | ECHONL | IEXTEN);
+	raw.c_iflag &= ~(tcflag_t)(ICRNL | IXON);
+	raw.c_cc[VMIN] = 1;
+	raw.c_cc[VTIME] = 0;
+	if (tcsetattr(fd, TCSANOW, &raw) == 0)
+		t->saved = 1;
+}
+
+static void tty_restore(struct console_tty *t)
+{
+	if (t->saved)
+		tcsetattr(t->fd, TCSANOW, &t->orig);
+}
+
+static void on_timeout(void *ctx, uint32_t events)
+{
+	struct vm *vm = ctx;
+
+	vm_request_stop(vm, VM_STOP_TIMEOUT, "--timeout of %u s expired", vm->cfg.timeout_s);
+}
+
+struct sigctx {
+	struct vm *vm;
+	int fd;
+};
+
+static void on_signal(void *ctx, uint32_t events)
+{
+	struct sigctx *s = ctx;
+	struct signalfd_siginfo si;
+
+	if (read(s->fd, &si, sizeof(si)) != sizeof(si))
+		return;
+	pthread_mutex_lock(&s->vm->stop_lock);
+	if (s->vm->stop_reason == VM_RUNNING)
+		s->vm->stop_signal = (int)si.ssi_signo;
+	pthread_mutex_unlock(&s->vm->stop_lock);
+	vm_request_stop(s->vm, VM_STOP_SIGNAL, "stopped by signal %s", strsignal((int)si.ssi_signo));
+}
+
+static int open_console(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+{
+	switch (cfg->console) {
+	case CONSOLE_STDIO:
+		vm->console_out = STDOUT_FILENO;
+		vm->console_in = STDIN_FILENO;
+		return 0;
+	case CONSOLE_FILE:
+		vm->console_out = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (vm->console_out < 0) {
+			snprintf(err, errlen, "cannot open console file '%s': %s; check --console file:PATH",
+				 cfg->console_path, strerror(errno));
+			return -errno;
+		}
+		return 0;
+	case CONSOLE_NONE:
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int main(int argc, char **argv)
+{
+	struct vm_config cfg;
+	enum cli_action action;
+	char err[512] = "";
+	struct vm vm;
+	struct console_tty tty = { .fd = -1 };
+	struct sigctx sig = { .vm = &vm, .fd = -1 };
+	int timer_fd = -1;
+	sigset_t mask;
+	enum vm_stop_reason why;
+	int status;
+
+	if (cli_parse(argc, argv, &cfg, &action, err, sizeof(err))) {
+		fprintf(stderr, "moat: %s\n", err);
+		return MOAT_EXIT_ERROR;
+	}
+	if (action == CLI_HELP) {
+		fputs(cli_usage(), stdout);
+		return 0;
+	}
+	if (action == CLI_VERSION) {
+		printf("moat %s\n", MOAT_VERSION);
+		return 0;
+	}
+
+	/* Signals are taken by the event loop (signalfd); vCPU threads unblock only the kick signal. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (vcpu_signal_setup()) {
+		fprintf(stderr, "moat: cannot install the vCPU signal handler: %s\n", strerror(errno));
+		return MOAT_EXIT_ERROR;
+	}
+
+	vm_init(&vm);
+	if (open_console(&vm, &cfg, err, sizeof(err)) || vm_create(&vm, &cfg, err, sizeof(err))) {
+		fprintf(stderr, "moat: %s\n", err);
+		vm_destroy(&vm);
+		return MOAT_EXIT_ERROR;
+	}
+
+	sigdelset(&mask, SIGUSR1);
+	sig.fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sig.fd < 0 || event_loop_add(&vm.loop, sig.fd, EPOLLIN, on_signal, &sig)) {
+		fprintf(stderr, "moat: cannot set up signal handling: %s\n", strerror(errno));
+		vm_destroy(&vm);
+		return MOAT_EXIT_ERROR;
+	}
+	if (cfg.timeout_s) {
+		struct itimerspec its = { .it_value = { .tv_sec = cfg.timeout_s } };
+		timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+		if (timer_fd < 0 || timerfd_settime(timer_fd, 0, &its, NULL) < 0 ||
+		    event_loop_add(&vm.loop, timer_fd, EPOLLIN, on_timeout, &vm)) {
+			fprintf(stderr, "moat: cannot set up --timeout: %s\n", strerror(errno));
+			vm_destroy(&vm);
+			return MOAT_EXIT_ERROR;
+		}
+	}
+	if (cfg.console == CONSOLE_STDIO)
+		tty_setup(&tty, STDIN_FILENO);
+
+	why = vm_run(&vm);
+	tty_restore(&tty);
+
+	switch (why) {
+	case VM_STOP_POWEROFF:
+		log_info(&vm.log, "%s", vm.stop_msg);
+		status = MOAT_EXIT_OK;
+		break;
+	case VM_STOP_REBOOT:
+		fprintf(stderr, "moat: %s; moat does not restart guests, exiting with status 0\n", vm.stop_msg);
+		status = MOAT_EXIT_OK;
+		break;
+	case VM_STOP_PANIC:
+	case VM_STOP_CRASH:
+		fprintf(stderr, "moat: %s (exit status %d)\n", vm.stop_msg, MOAT_EXIT_PANIC);
+		status = MOAT_EXIT_PANIC;
+		break;
+	case VM_STOP_TIMEOUT:
+		fprintf(stderr, "moat: %s; guest stopped (exit status %d)\n", vm.stop_msg, MOAT_EXIT_TIMEOUT);
+		status = MOAT_EXIT_TIMEOUT;
+		break;
+	case VM_STOP_SIGNAL:
+		fprintf(stderr, "moat: %s\n", vm.stop_msg);
+		status = 128 + vm.stop_signal;
+		break;
+	default:
+		fprintf(stderr, "moat: %s\n", vm.stop_msg[0] ? vm.stop_msg : "the VM stopped for an unknown reason");
+		status = MOAT_EXIT_ERROR;
+	}
+	vm_destroy(&vm);
+	if (timer_fd >= 0)
+		close(timer_fd);
+	if (sig.fd >= 0)
+		close(sig.fd);
+	if (cfg.console == CONSOLE_FILE && vm.console_out >= 0)
+		close(vm.console_out);
+	return status;
+}

@@ -1,0 +1,287 @@
+#include "vmm/vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "vmm/vcpu.h"
+
+static int errf(char *err, size_t errlen, int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return ret;
+}
+
+int vm_open_kvm(struct vm *vm, char *err, size_t errlen)
+{
+	int version;
+
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0) {
+		int e = errno;
+		if (e == ENOENT)
+			return errf(err, errlen, -e,
+				    "/dev/kvm does not exist: KVM is not available. Enable virtualization in the "
+				    "firmware and load the module (modprobe kvm_intel or kvm_amd)");
+		if (e == EACCES || e == EPERM)
+			return errf(err, errlen, -e,
+				    "no permission to open /dev/kvm: add your user to the 'kvm' group "
+				    "(sudo usermod -aG kvm $USER, then log in again) or run as root");
+		return errf(err, errlen, -e, "cannot open /dev/kvm: %s", strerror(e));
+	}
+	version = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (version != KVM_API_VERSION)
+		return errf(err, errlen, -EINVAL, "/dev/kvm speaks KVM API %d, moat needs %d", version,
+			    KVM_API_VERSION);
+	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IMMEDIATE_EXIT) <= 0)
+		return errf(err, errlen, -ENOTSUP, "this kernel's KVM lacks KVM_CAP_IMMEDIATE_EXIT (Linux 4.11+ needed)");
+	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vm->run_size <= 0)
+		return errf(err, errlen, -errno, "KVM_GET_VCPU_MMAP_SIZE failed: %s", strerror(errno));
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0)
+		return errf(err, errlen, -errno, "cannot create a KVM VM: %s", strerror(errno));
+	return 0;
+}
+
+int vm_map_memory(struct vm *vm)
+{
+	for (unsigned int i = 0; i < vm->mem.nregions; i++) {
+		const struct gm_region *r = &vm->mem.regions[i];
+		struct kvm_userspace_memory_region kr = {
+			.slot = i,
+			.guest_phys_addr = r->gpa,
+			.memory_size = r->size,
+			.userspace_addr = (uint64_t)(uintptr_t)r->host,
+		};
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+int vm_create_vcpus(struct vm *vm, unsigned int n)
+{
+	vm->vcpus = calloc(n, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return -ENOMEM;
+	for (unsigned int i = 0; i < n; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		void *run;
+
+		v->vm = vm;
+		v->id = i;
+		v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)i);
+		if (v->fd < 0)
+			return -errno;
+		vm->nvcpus = i + 1;
+		run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+		if (run == MAP_FAILED)
+			return -errno;
+		v->run = run;
+	}
+	return 0;
+}
+
+int vm_start_vcpus(struct vm *vm)
+{
+	for (unsigned int i = 0; i < vm->nvcpus; i++) {
+		int r = vcpu_start(&vm->vcpus[i]);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+void vm_stop_vcpus(struct vm *vm)
+{
+	for (unsigned int i = 0; i < vm->nvcpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+	for (unsigned int i = 0; i < vm->nvcpus; i++)
+		vcpu_join(&vm->vcpus[i]);
+}
+
+void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *fmt, ...)
+{
+	uint64_t one = 1;
+	va_list ap;
+
+	pthread_mutex_lock(&vm->stop_lock);
+	if (vm->stop_reason == VM_RUNNING) {
+		vm->stop_reason = reason;
+		va_start(ap, fmt);
+		vsnprintf(vm->stop_msg, sizeof(vm->stop_msg), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&vm->stop_lock);
+	if (vm->stop_efd >= 0 && write(vm->stop_efd, &one, sizeof(one)) < 0)
+		return;
+}
+
+enum vm_stop_reason vm_stop_reason(struct vm *vm)
+{
+	enum vm_stop_reason r;
+
+	pthread_mutex_lock(&vm->stop_lock);
+	r = vm->stop_reason;
+	pthread_mutex_unlock(&vm->stop_lock);
+	return r;
+}
+
+int vm_set_irq_line(struct vm *vm, unsigned int gsi, bool level)
+{
+	struct kvm_irq_level irq = { .irq = gsi, .level = level };
+
+	return ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq) < 0 ? -errno : 0;
+}
+
+void vm_init(struct vm *vm)
+{
+	memset(vm, 0, sizeof(*vm));
+	vm->kvm_fd = -1;
+	vm->vm_fd = -1;
+	vm->stop_efd = -1;
+	vm->console_in = -1;
+	vm->console_out = -1;
+	vm->loop.epfd = -1;
+	gm_init(&vm->mem);
+	bus_init(&vm->pio);
+	bus_init(&vm->mmio);
+	pthread_mutex_init(&vm->stop_lock, NULL);
+}
+
+int vm_add_cleanup(struct vm *vm, void (*fn)(void *p), void *p)
+{
+	struct vm_cleanup *c = malloc(sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	c->fn = fn;
+	c->p = p;
+	c->next = vm->cleanups;
+	vm->cleanups = c;
+	return 0;
+}
+
+static void on_stop_event(void *ctx, uint32_t events)
+{
+	struct vm *vm = ctx;
+	uint64_t v;
+
+	if (read(vm->stop_efd, &v, sizeof(v)) < 0)
+		return;
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+{
+	int r;
+
+	/* The caller ran vm_init() and may have set the console fds. */
+	vm->cfg = *cfg;
+	log_init(&vm->log, cfg->log_level, 2);
+
+	r = event_loop_init(&vm->loop);
+	if (r)
+		return errf(err, errlen, r, "epoll_create1 failed: %s", strerror(-r));
+	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->stop_efd < 0)
+		return errf(err, errlen, -errno, "eventfd failed: %s", strerror(errno));
+	r = event_loop_add(&vm->loop, vm->stop_efd, EPOLLIN, on_stop_event, vm);
+	if (r)
+		return errf(err, errlen, r, "epoll_ctl failed: %s", strerror(-r));
+
+	r = vm_open_kvm(vm, err, errlen);
+	if (r)
+		return r;
+	r = arch_memory_layout(vm, err, errlen);
+	if (r)
+		return r;
+	r = gm_alloc(&vm->mem);
+	if (r)
+		return errf(err, errlen, r,
+			    "cannot allocate %llu MiB of guest memory: %s; choose a smaller --memory",
+			    (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
+	r = vm_map_memory(vm);
+	if (r)
+		return errf(err, errlen, r, "KVM_SET_USER_MEMORY_REGION failed: %s; choose a smaller --memory",
+			    strerror(-r));
+	r = arch_vm_init(vm, err, errlen);
+	if (r)
+		return r;
+	r = arch_add_devices(vm, err, errlen);
+	if (r)
+		return r;
+	r = arch_load_guest(vm, err, errlen);
+	if (r)
+		return r;
+	r = vm_create_vcpus(vm, cfg->cpus);
+	if (r)
+		return errf(err, errlen, r, "cannot create vCPU %u: %s", vm->nvcpus, strerror(-r));
+	for (unsigned int i = 0; i < vm->nvcpus; i++) {
+		r = arch_vcpu_init(vm, &vm->vcpus[i], err, errlen);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+enum vm_stop_reason vm_run(struct vm *vm)
+{
+	int r = vm_start_vcpus(vm);
+
+	if (r)
+		vm_request_stop(vm, VM_STOP_ERROR, "cannot start vCPU threads: %s", strerror(-r));
+	while (vm_stop_reason(vm) == VM_RUNNING) {
+		r = event_loop_poll(&vm->loop, -1);
+		if (r < 0)
+			vm_request_stop(vm, VM_STOP_ERROR, "event loop failed: %s", strerror(-r));
+	}
+	vm_stop_vcpus(vm);
+	return vm_stop_reason(vm);
+}
+
+void vm_destroy(struct vm *vm)
+{
+	vm_stop_vcpus(vm);
+	arch_vm_destroy(vm);
+	while (vm->cleanups) {
+		struct vm_cleanup *c = vm->cleanups;
+		vm->cleanups = c->next;
+		c->fn(c->p);
+		free(c);
+	}
+	for (unsigned int i = 0; i < vm->nvcpus; i++) {
+		if (vm->vcpus[i].run)
+			munmap(vm->vcpus[i].run, (size_t)vm->run_size);
+		if (vm->vcpus[i].fd >= 0)
+			close(vm->vcpus[i].fd);
+	}
+	free(vm->vcpus);
+	vm->vcpus = NULL;
+	vm->nvcpus = 0;
+	event_loop_free(&vm->loop);
+	if (vm->stop_efd >= 0)
+		close(vm->stop_efd);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	gm_free(&vm->mem);
+	bus_free(&vm->pio);
+	bus_free(&vm->mmio);
+	vm->vm_fd = vm->kvm_fd = vm->stop_efd = -1;
+}

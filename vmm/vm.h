@@ -1,0 +1,107 @@
+/* The VM: everything hangs off struct vm. */
+#ifndef MOAT_VM_H
+#define MOAT_VM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "arch_vm.h" /* struct arch_vm, struct arch_vcpu: from arch/<arch>/ */
+#include "vmm/bus.h"
+#include "vmm/config.h"
+#include "vmm/event_loop.h"
+#include "vmm/log.h"
+#include "vmm/memory.h"
+
+struct kvm_run;
+struct serial;
+
+struct vm_cleanup {
+	void (*fn)(void *p);
+	void *p;
+	struct vm_cleanup *next;
+};
+
+/* Why the guest stopped. */
+enum vm_stop_reason {
+	VM_RUNNING = 0,
+	VM_STOP_POWEROFF,
+	VM_STOP_REBOOT,
+	VM_STOP_PANIC,
+	VM_STOP_CRASH,   /* triple fault */
+	VM_STOP_TIMEOUT,
+	VM_STOP_SIGNAL,
+	VM_STOP_ERROR,   /* moat or KVM failed while running */
+};
+
+struct vcpu {
+	struct vm *vm;
+	unsigned int id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool started;
+	struct arch_vcpu arch;
+};
+
+struct vm {
+	struct vm_config cfg;
+	struct log log;
+	int kvm_fd;
+	int vm_fd;
+	long run_size;             /* KVM_GET_VCPU_MMAP_SIZE */
+	struct guest_memory mem;
+	struct bus pio;
+	struct bus mmio;
+	struct vcpu *vcpus;
+	unsigned int nvcpus;
+	struct event_loop loop;
+
+	pthread_mutex_t stop_lock;
+	enum vm_stop_reason stop_reason;
+	int stop_signal;
+	char stop_msg[256];
+	int stop_efd;              /* eventfd: a vCPU or device asked the VM to stop */
+
+	int console_out;           /* fd, -1: discard */
+	int console_in;            /* fd, -1: none */
+	struct serial *serial;
+	struct vm_cleanup *cleanups; /* run in reverse order of registration by vm_destroy */
+	struct arch_vm arch;
+};
+
+/* Build the VM described by cfg (opens /dev/kvm, allocates memory, loads the kernel); vm_init() first. */
+int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+/* Run until the guest stops; returns the stop reason. */
+enum vm_stop_reason vm_run(struct vm *vm);
+void vm_destroy(struct vm *vm);
+
+/* Lower-level pieces, also used by the host-KVM tests. */
+void vm_init(struct vm *vm); /* empty VM: fds -1, no memory */
+int vm_open_kvm(struct vm *vm, char *err, size_t errlen) __attribute__((warn_unused_result));
+int vm_map_memory(struct vm *vm) __attribute__((warn_unused_result));
+int vm_create_vcpus(struct vm *vm, unsigned int n) __attribute__((warn_unused_result));
+int vm_start_vcpus(struct vm *vm) __attribute__((warn_unused_result));
+void vm_stop_vcpus(struct vm *vm);
+
+/* First caller wins; thread-safe, callable from vCPU threads and devices. */
+void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+enum vm_stop_reason vm_stop_reason(struct vm *vm);
+
+/* Free p with fn when the VM is destroyed (devices register their own state). */
+int vm_add_cleanup(struct vm *vm, void (*fn)(void *p), void *p) __attribute__((warn_unused_result));
+
+/* Interrupt line for in-kernel irqchip (edge ISA lines: set 1 then 0). */
+int vm_set_irq_line(struct vm *vm, unsigned int gsi, bool level);
+
+/* Arch hooks: implemented once per arch/<arch>/. */
+int arch_vm_init(struct vm *vm, char *err, size_t errlen);          /* irqchip, timers */
+int arch_memory_layout(struct vm *vm, char *err, size_t errlen);    /* gm_add_region() calls */
+int arch_add_devices(struct vm *vm, char *err, size_t errlen);      /* platform devices */
+int arch_load_guest(struct vm *vm, char *err, size_t errlen);       /* kernel, initrd, cmdline, tables */
+int arch_vcpu_init(struct vm *vm, struct vcpu *vcpu, char *err, size_t errlen);
+void arch_vm_destroy(struct vm *vm);
+
+#endif
