@@ -34,8 +34,14 @@ $(BUILD)/libmoat.a: $(LIB_OBJS)
 $(BUILD)/moat: $(BUILD)/obj/vmm/main.o $(BUILD)/libmoat.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/unit-tests: $(UNIT_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/libmoat.a
-	$(CC) $(CFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
+# Unit tests run under AddressSanitizer and UBSan, with their own objects.
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+$(BUILD)/obj-san/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -O1 -c -o $@ $<
+
+$(BUILD)/unit-tests: $(UNIT_SRCS:%.c=$(BUILD)/obj-san/%.o) $(LIB_SRCS:%.c=$(BUILD)/obj-san/%.o)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ -lcriterion $(LDLIBS)
 
 $(BUILD)/kvm-tests: $(KVM_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/libmoat.a
 	$(CC) $(CFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
@@ -62,7 +68,7 @@ test-e2e: all
 	@tests/e2e/run-nested.sh --arch $(ARCH)
 
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/moat $(BUILD)/*.a $(BUILD)/*-tests
+	rm -rf $(BUILD)/obj $(BUILD)/obj-san $(BUILD)/moat $(BUILD)/*.a $(BUILD)/*-tests
 
 .PHONY: all deps guest run test test-unit test-kvm test-e2e clean
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,113 @@
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "vmm/cli.h"
+
+static int parse(const char *const *args, int n, struct vm_config *cfg, enum cli_action *act, char *err)
+{
+	char *argv[32];
+
+	argv[0] = (char *)"moat";
+	for (int i = 0; i < n; i++)
+		argv[i + 1] = (char *)args[i];
+	return cli_parse(n + 1, argv, cfg, act, err, 256);
+}
+
+#define PARSE(cfg, act, err, ...)                                                                    \
+	({                                                                                           \
+		static const char *const a_[] = { __VA_ARGS__ };                                     \
+		parse(a_, (int)(sizeof(a_) / sizeof(a_[0])), (cfg), (act), (err));                  \
+	})
+
+Test(cli, defaults)
+{
+	struct vm_config c;
+	enum cli_action a;
+	char err[256];
+
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k"), 0, "%s", err);
+	cr_assert_eq(a, CLI_RUN);
+	cr_assert_str_eq(c.kernel, "/k");
+	cr_assert_null(c.initrd);
+	cr_assert_str_eq(c.cmdline, MOAT_DEFAULT_CMDLINE);
+	cr_assert_eq(c.cpus, 1);
+	cr_assert_eq(c.mem_size, 512ull << 20);
+	cr_assert_eq(c.console, CONSOLE_STDIO);
+	cr_assert_eq(c.timeout_s, 0);
+	cr_assert_eq(c.log_level, LOG_WARN);
+}
+
+Test(cli, all_options_both_spellings)
+{
+	struct vm_config c;
+	enum cli_action a;
+	char err[256];
+
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel=/k", "--initrd", "/i", "--cmdline=console=ttyS0 quiet",
+			   "--cpus", "2", "--memory=2G", "--console", "file:/tmp/c.log", "--timeout=30",
+			   "--log-level", "debug"),
+		     0, "%s", err);
+	cr_assert_str_eq(c.kernel, "/k");
+	cr_assert_str_eq(c.initrd, "/i");
+	cr_assert_str_eq(c.cmdline, "console=ttyS0 quiet");
+	cr_assert_eq(c.cpus, 2);
+	cr_assert_eq(c.mem_size, 2ull << 30);
+	cr_assert_eq(c.console, CONSOLE_FILE);
+	cr_assert_str_eq(c.console_path, "/tmp/c.log");
+	cr_assert_eq(c.timeout_s, 30);
+	cr_assert_eq(c.log_level, LOG_DEBUG);
+}
+
+Test(cli, help_and_version)
+{
+	struct vm_config c;
+	enum cli_action a;
+	char err[256];
+
+	cr_assert_eq(PARSE(&c, &a, err, "--help"), 0);
+	cr_assert_eq(a, CLI_HELP);
+	cr_assert_eq(PARSE(&c, &a, err, "-V"), 0);
+	cr_assert_eq(a, CLI_VERSION);
+	cr_assert(strstr(cli_usage(), "124"), "exit statuses are documented in --help");
+	cr_assert(strstr(cli_usage(), "--timeout"));
+}
+
+struct bad_case {
+	const char *args[4];
+	int n;
+	const char *msg; /* the message must name this */
+};
+
+Test(cli, bad_values_name_the_problem)
+{
+	static const struct bad_case cases[] = {
+		{ { "--cpus", "2" }, 2, "--kernel" },
+		{ { "--kernel", "/k", "--cpus", "0" }, 4, "--cpus" },
+		{ { "--kernel", "/k", "--cpus", "65" }, 4, "--cpus" },
+		{ { "--kernel", "/k", "--cpus", "2x" }, 4, "--cpus" },
+		{ { "--kernel", "/k", "--cpus", "-1" }, 4, "--cpus" },
+		{ { "--kernel", "/k", "--memory", "lots" }, 4, "--memory" },
+		{ { "--kernel", "/k", "--memory", "1M" }, 4, "32M" },
+		{ { "--kernel", "/k", "--memory", "99999999999T" }, 4, "too large" },
+		{ { "--kernel", "/k", "--console", "tty" }, 4, "--console" },
+		{ { "--kernel", "/k", "--console", "file:" }, 4, "--console" },
+		{ { "--kernel", "/k", "--timeout", "0" }, 4, "--timeout" },
+		{ { "--kernel", "/k", "--timeout", "1.5" }, 4, "--timeout" },
+		{ { "--kernel", "/k", "--log-level", "loud" }, 4, "--log-level" },
+		{ { "--kernel", "/k", "--frobnicate" }, 3, "--frobnicate" },
+		{ { "--kernel", "/k", "stray" }, 3, "stray" },
+		{ { "--kernel" }, 1, "needs a value" },
+		{ { "--kernel", "" }, 2, "--kernel" },
+	};
+
+	for (unsigned int i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct vm_config c;
+		enum cli_action a;
+		char err[256] = "";
+		int r = parse(cases[i].args, cases[i].n, &c, &a, err);
+
+		cr_assert_neq(r, 0, "case %u should fail", i);
+		cr_assert(strstr(err, cases[i].msg), "case %u: message '%s' should mention '%s'", i, err,
+			  cases[i].msg);
+	}
+}
