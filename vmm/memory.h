@@ -43,6 +43,13 @@ void *gm_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len);
 int gm_read(const struct guest_memory *gm, uint64_t gpa, void *dst, uint64_t len) __attribute__((warn_unused_result));
 int gm_write(const struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len) __attribute__((warn_unused_result));
 
+/*
+ * Copy len bytes at file offset off of fd into guest memory at gpa, inside the kernel when
+ * it can (no page faults taken by moat), else by pread. -EFAULT if the range is not RAM.
+ */
+int gm_load_fd(const struct guest_memory *gm, uint64_t gpa, int fd, uint64_t off, uint64_t len)
+	__attribute__((warn_unused_result));
+
 /* Parse "512M", "2G", "1048576K", "123456" (bytes). */
 int parse_size(const char *s, uint64_t *out);
 

@@ -93,83 +93,45 @@ int arch_add_devices(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-/* Read a whole file; the messages name the file and the flag it came from. */
-static int read_file(const char *path, const char *flag, uint8_t **buf, size_t *len, char *err, size_t errlen)
+/* Open a file given by a flag; the message names the file, the flag and the fix. */
+static int open_input(const char *path, const char *flag, uint64_t *size, char *err, size_t errlen)
 {
 	struct stat st;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	size_t done = 0;
 
 	if (fd < 0)
 		return errf(err, errlen, -errno, "cannot open %s '%s': %s; check the %s path", flag + 2, path,
 			    strerror(errno), flag);
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
 		close(fd);
-		return errf(err, errlen, -EINVAL, "%s '%s' is not a regular file; give the path of a file", flag,
-			    path);
+		return errf(err, errlen, -EINVAL, "%s '%s' is not a non-empty regular file; give the path of a file",
+			    flag, path);
 	}
-	*len = (size_t)st.st_size;
-	*buf = malloc(*len ? *len : 1);
-	if (!*buf) {
-		close(fd);
-		return errf(err, errlen, -ENOMEM, "out of memory reading '%s'", path);
-	}
-	while (done < *len) {
-		ssize_t n = read(fd, *buf + done, *len - done);
-		if (n <= 0) {
-			int e = n < 0 ? errno : EIO;
-			close(fd);
-			free(*buf);
-			*buf = NULL;
-			return errf(err, errlen, -e, "cannot read %s '%s': %s", flag + 2, path, strerror(e));
-		}
-		done += (size_t)n;
-	}
-	close(fd);
-	return 0;
+	*size = (uint64_t)st.st_size;
+	return fd;
 }
 
 static int load_initrd(struct vm *vm, uint64_t kernel_end, uint32_t initrd_addr_max, uint64_t *addr,
 		       uint64_t *size, char *err, size_t errlen)
 {
 	const char *path = vm->cfg.initrd;
-	struct stat st;
-	uint8_t *dst;
-	uint64_t done = 0;
-	int fd, r;
+	int fd = open_input(path, "--initrd", size, err, errlen);
+	int r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return errf(err, errlen, -errno, "cannot open initrd '%s': %s; check the --initrd path", path,
-			    strerror(errno));
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
-		close(fd);
-		return errf(err, errlen, -EINVAL, "--initrd '%s' is not a non-empty regular file", path);
-	}
-	r = initrd_place(low_ram_end(vm), initrd_addr_max, kernel_end, (uint64_t)st.st_size, addr);
+		return fd;
+	r = initrd_place(low_ram_end(vm), initrd_addr_max, kernel_end, *size, addr);
 	if (r) {
 		close(fd);
 		return errf(err, errlen, r,
-			    "initrd '%s' (%lld MiB) does not fit in guest memory next to the kernel; raise --memory",
-			    path, (long long)(st.st_size >> 20));
+			    "initrd '%s' (%llu MiB) does not fit in guest memory next to the kernel; raise --memory",
+			    path, (unsigned long long)(*size >> 20));
 	}
-	*size = (uint64_t)st.st_size;
-	/* GUEST: initrd_place() kept [addr, addr+size) inside low RAM, gm_ptr() checks it again. */
-	dst = gm_ptr(&vm->mem, *addr, *size);
-	if (!dst) {
-		close(fd);
-		return errf(err, errlen, -EFAULT, "initrd placement outside guest memory");
-	}
-	while (done < *size) {
-		ssize_t n = read(fd, dst + done, *size - done);
-		if (n <= 0) {
-			int e = n < 0 ? errno : EIO;
-			close(fd);
-			return errf(err, errlen, -e, "cannot read initrd '%s': %s", path, strerror(e));
-		}
-		done += (uint64_t)n;
-	}
+	/* GUEST: initrd_place() kept [addr, addr+size) inside low RAM; gm_load_fd() checks it again. */
+	r = gm_load_fd(&vm->mem, *addr, fd, 0, *size);
 	close(fd);
+	if (r)
+		return errf(err, errlen, r, "cannot read initrd '%s': %s", path, strerror(-r));
 	return 0;
 }
 
@@ -192,21 +154,22 @@ int arch_load_guest(struct vm *vm, char *err, size_t errlen)
 		.reset_value = X86_PM_RESET_VALUE,
 		.s5_slp_typ = X86_S5_SLP_TYP,
 	};
+	uint8_t head[BZIMAGE_HEADER_BYTES];
 	struct boot_params *bp;
 	struct bzimage bz;
-	uint8_t *file = NULL;
-	size_t size = 0;
-	uint64_t kernel_end;
+	uint64_t size = 0, kernel_end;
+	ssize_t head_len;
 	void *acpi_buf;
 	long used;
-	int r;
+	int fd, r;
 
-	r = read_file(vm->cfg.kernel, "--kernel", &file, &size, err, errlen);
-	if (r)
-		return r;
-	r = bzimage_parse(file, size, &bz);
+	fd = open_input(vm->cfg.kernel, "--kernel", &size, err, errlen);
+	if (fd < 0)
+		return fd;
+	head_len = pread(fd, head, sizeof(head), 0);
+	r = head_len < 0 ? -errno : bzimage_parse(head, (size_t)head_len, size, &bz);
 	if (r) {
-		free(file);
+		close(fd);
 		if (r == -ENOTSUP)
 			return errf(err, errlen, r,
 				    "kernel '%s' has no 64-bit entry point (boot protocol < 2.12); use an x86_64 "
@@ -219,37 +182,34 @@ int arch_load_guest(struct vm *vm, char *err, size_t errlen)
 	/* The decompressor works in [load_addr, load_addr + init_size). */
 	kernel_end = bz.load_addr + (bz.hdr.init_size > bz.kernel_size ? bz.hdr.init_size : bz.kernel_size);
 	if (kernel_end > el.low_ram_end) {
-		free(file);
+		close(fd);
 		return errf(err, errlen, -ENOMEM, "kernel '%s' needs %llu MiB of guest memory; raise --memory",
 			    vm->cfg.kernel, (unsigned long long)(kernel_end >> 20) + 1);
 	}
-	r = gm_write(&vm->mem, bz.load_addr, bz.kernel, bz.kernel_size);
-	if (r) {
-		free(file);
-		return errf(err, errlen, r, "cannot place the kernel in guest memory");
-	}
+	r = gm_load_fd(&vm->mem, bz.load_addr, fd, bz.setup_size, bz.kernel_size);
+	close(fd);
+	if (r)
+		return errf(err, errlen, r, "cannot read kernel '%s': %s", vm->cfg.kernel, strerror(-r));
 
 	bl.cmdline_len = (uint32_t)strlen(vm->cfg.cmdline);
 	if (bl.cmdline_len + 1 > X86_CMDLINE_MAX ||
-	    (bz.hdr.cmdline_size && bl.cmdline_len > bz.hdr.cmdline_size)) {
-		free(file);
+	    (bz.hdr.cmdline_size && bl.cmdline_len > bz.hdr.cmdline_size))
 		return errf(err, errlen, -E2BIG, "--cmdline is %u bytes; this kernel accepts at most %u",
 			    bl.cmdline_len, bz.hdr.cmdline_size);
-	}
 	r = gm_write(&vm->mem, X86_CMDLINE_ADDR, vm->cfg.cmdline, bl.cmdline_len + 1);
-	if (!r && vm->cfg.initrd)
-		r = load_initrd(vm, kernel_end, bz.hdr.initrd_addr_max, &bl.initrd_addr, &bl.initrd_size, err, errlen);
-	if (r) {
-		free(file);
-		return r;
+	if (r)
+		return errf(err, errlen, r, "cannot write the command line to guest memory");
+	if (vm->cfg.initrd) {
+		r = load_initrd(vm, kernel_end, bz.hdr.initrd_addr_max, &bl.initrd_addr, &bl.initrd_size, err,
+				errlen);
+		if (r)
+			return r;
 	}
 
 	acpi_buf = gm_ptr(&vm->mem, X86_ACPI_START, X86_ACPI_SIZE);
 	used = acpi_buf ? acpi_build_tables(&acpi, acpi_buf, X86_ACPI_SIZE, X86_ACPI_START, &bl.rsdp_addr) : -EFAULT;
-	if (used < 0) {
-		free(file);
+	if (used < 0)
 		return errf(err, errlen, (int)used, "cannot build ACPI tables: %s", strerror((int)-used));
-	}
 	vm->arch.rsdp_addr = bl.rsdp_addr;
 
 	bp = gm_ptr(&vm->mem, X86_ZERO_PAGE_ADDR, sizeof(*bp));
@@ -257,11 +217,10 @@ int arch_load_guest(struct vm *vm, char *err, size_t errlen)
 	if (!r)
 		r = x86_setup_boot_tables(&vm->mem);
 	vm->arch.kernel_entry = bz.load_addr + 0x200; /* startup_64 */
-	free(file);
 	if (r)
 		return errf(err, errlen, r, "cannot write boot data: %s", strerror(-r));
-	log_debug(&vm->log, "kernel at 0x%llx (%zu bytes), initrd at 0x%llx (%llu bytes), RSDP at 0x%llx",
-		  (unsigned long long)bz.load_addr, bz.kernel_size, (unsigned long long)bl.initrd_addr,
+	log_debug(&vm->log, "kernel at 0x%llx (%llu bytes), initrd at 0x%llx (%llu bytes), RSDP at 0x%llx",
+		  (unsigned long long)bz.load_addr, (unsigned long long)bz.kernel_size, (unsigned long long)bl.initrd_addr,
 		  (unsigned long long)bl.initrd_size, (unsigned long long)bl.rsdp_addr);
 	return 0;
 }

@@ -11,32 +11,30 @@
 #define E820_RAM         1
 #define E820_RESERVED    2
 
-int bzimage_parse(const uint8_t *file, size_t size, struct bzimage *bz)
+int bzimage_parse(const uint8_t *head, size_t head_len, uint64_t file_size, struct bzimage *bz)
 {
 	size_t hdr_len;
 	unsigned int setup_sects;
 
 	memset(bz, 0, sizeof(*bz));
-	if (size < SETUP_HDR_OFFSET + sizeof(struct setup_header))
+	if (head_len < SETUP_HDR_OFFSET + sizeof(struct setup_header) || file_size < head_len)
 		return -ENOEXEC;
-	memcpy(&bz->hdr, file + SETUP_HDR_OFFSET, sizeof(bz->hdr));
+	memcpy(&bz->hdr, head + SETUP_HDR_OFFSET, sizeof(bz->hdr));
 	if (bz->hdr.boot_flag != BOOT_FLAG || bz->hdr.header != HDRS_MAGIC)
 		return -ENOEXEC;
 	/* 2.12 added xloadflags, which says whether the 64-bit entry point exists. */
 	if (bz->hdr.version < 0x020c || !(bz->hdr.xloadflags & XLF_KERNEL_64))
 		return -ENOTSUP;
 	/* The header is only as long as the image says (jump byte at 0x201); zero the rest. */
-	hdr_len = 0x202 + file[0x201] - SETUP_HDR_OFFSET;
+	hdr_len = 0x202 + head[0x201] - SETUP_HDR_OFFSET;
 	if (hdr_len < sizeof(bz->hdr))
 		memset((uint8_t *)&bz->hdr + hdr_len, 0, sizeof(bz->hdr) - hdr_len);
 	setup_sects = bz->hdr.setup_sects ? bz->hdr.setup_sects : 4;
-	bz->setup_size = (size_t)(setup_sects + 1) * 512;
-	if (bz->setup_size >= size)
+	bz->setup_size = (uint64_t)(setup_sects + 1) * 512;
+	if (bz->setup_size >= file_size)
 		return -ENOEXEC;
-	bz->file = file;
-	bz->file_size = size;
-	bz->kernel = file + bz->setup_size;
-	bz->kernel_size = size - bz->setup_size;
+	bz->file_size = file_size;
+	bz->kernel_size = file_size - bz->setup_size;
 	/* Loading at pref_address spares a relocatable kernel from moving itself. */
 	if (bz->hdr.relocatable_kernel && bz->hdr.pref_address >= X86_HIGH_MEM_START &&
 	    bz->hdr.pref_address < X86_MMIO_HOLE_START)

@@ -11,17 +11,21 @@
 #include <asm/bootparam.h>
 
 struct bzimage {
-	const uint8_t *file;
-	size_t file_size;
-	size_t setup_size;      /* real-mode part: (setup_sects + 1) * 512 */
-	const uint8_t *kernel;  /* protected-mode part */
-	size_t kernel_size;
+	uint64_t file_size;
+	uint64_t setup_size;    /* real-mode part: (setup_sects + 1) * 512; the kernel follows it */
+	uint64_t kernel_size;   /* protected-mode part */
 	struct setup_header hdr;
 	uint64_t load_addr;     /* where the protected-mode part goes */
 };
 
-/* Validate and describe a bzImage held in memory. -ENOEXEC: not a bzImage; -ENOTSUP: no 64-bit entry. */
-int bzimage_parse(const uint8_t *file, size_t size, struct bzimage *bz) __attribute__((warn_unused_result));
+#define BZIMAGE_HEADER_BYTES 1024 /* enough of the file to parse the setup header */
+
+/*
+ * Validate and describe a bzImage from its first head_len bytes (BZIMAGE_HEADER_BYTES, or
+ * the whole file if shorter) and its size. -ENOEXEC: not a bzImage; -ENOTSUP: no 64-bit entry.
+ */
+int bzimage_parse(const uint8_t *head, size_t head_len, uint64_t file_size, struct bzimage *bz)
+	__attribute__((warn_unused_result));
 
 struct e820_layout {
 	uint64_t low_ram_end;   /* end of RAM below the 32-bit MMIO hole */

@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "vmm/memory.h"
 
@@ -107,4 +109,30 @@ Test(memory, parse_size_units)
 	cr_assert_eq(parse_size("-1G", &v), -EINVAL);
 	cr_assert_eq(parse_size("M", &v), -EINVAL);
 	cr_assert_eq(parse_size("20000000000T", &v), -ERANGE);
+}
+
+Test(memory, load_fd_into_memfd_and_reject_bad_ranges)
+{
+	struct guest_memory g;
+	char path[] = "/tmp/moat-gm-XXXXXX";
+	int fd = mkstemp(path);
+	uint8_t data[10000], *p;
+
+	cr_assert_geq(fd, 0);
+	unlink(path);
+	for (unsigned int i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 7);
+	cr_assert_eq(write(fd, data, sizeof(data)), (ssize_t)sizeof(data));
+	gm_init(&g);
+	cr_assert_eq(gm_add_region(&g, 0, 1 << 20), 0);
+	cr_assert_eq(gm_add_region(&g, 2 << 20, 1 << 20), 0);
+	cr_assert_eq(gm_alloc(&g), 0);
+	cr_assert_eq(gm_load_fd(&g, (2 << 20) + 100, fd, 10, sizeof(data) - 10), 0);
+	p = gm_ptr(&g, (2 << 20) + 100, sizeof(data) - 10);
+	cr_assert_eq(memcmp(p, data + 10, sizeof(data) - 10), 0);
+	cr_assert_eq(gm_load_fd(&g, (1 << 20) - 10, fd, 0, 100), -EFAULT, "crosses into the hole");
+	cr_assert_eq(gm_load_fd(&g, UINT64_MAX - 10, fd, 0, 100), -EFAULT);
+	cr_assert_eq(gm_load_fd(&g, 0, fd, sizeof(data) - 5, 100), -EIO, "file too short");
+	gm_free(&g);
+	close(fd);
 }
