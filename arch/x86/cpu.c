@@ -66,10 +66,54 @@ static int is_amd(const struct kvm_cpuid2 *c)
  * Topology: one socket, ncpus cores, one thread per core; APIC id = vCPU index. Every leaf
  * that describes topology must agree, or Linux reports mismatches and may mis-size its masks.
  */
+static void remove_leaf(struct kvm_cpuid2 *c, uint32_t function)
+{
+	uint32_t out = 0;
+
+	for (uint32_t i = 0; i < c->nent; i++)
+		if (c->entries[i].function != function)
+			c->entries[out++] = c->entries[i];
+	c->nent = out;
+}
+
+/* Leaf 0xb / 0x1f: level 0 = SMT (one thread per core), level 1 = core, level 2 ends the list. */
+static void add_topology_leaf(struct kvm_cpuid2 *c, uint32_t function, unsigned int index, unsigned int ncpus)
+{
+	unsigned int core_bits = order_base2(ncpus);
+
+	remove_leaf(c, function);
+	for (uint32_t sub = 0; sub < 3; sub++) {
+		struct kvm_cpuid_entry2 *e = &c->entries[c->nent++];
+
+		memset(e, 0, sizeof(*e));
+		e->function = function;
+		e->index = sub;
+		e->flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+		e->edx = index; /* x2APIC id */
+		e->ecx = sub;
+		if (sub == 0) {
+			e->eax = 0;
+			e->ebx = 1;
+			e->ecx |= 1u << 8;
+		} else if (sub == 1) {
+			e->eax = core_bits;
+			e->ebx = ncpus;
+			e->ecx |= 2u << 8;
+		}
+	}
+}
+
 void x86_cpuid_patch(struct kvm_cpuid2 *c, unsigned int index, unsigned int ncpus, int tsc_deadline)
 {
 	unsigned int core_bits = order_base2(ncpus);
 	int amd = is_amd(c);
+	struct kvm_cpuid_entry2 *basic = x86_cpuid_find(c, 0, 0);
+	uint32_t max_basic = basic ? basic->eax : 0;
+
+	if (max_basic >= 0xb)
+		add_topology_leaf(c, 0xb, index, ncpus);
+	if (max_basic >= 0x1f)
+		add_topology_leaf(c, 0x1f, index, ncpus);
 
 	for (uint32_t i = 0; i < c->nent; i++) {
 		struct kvm_cpuid_entry2 *e = &c->entries[i];
@@ -97,23 +141,6 @@ void x86_cpuid_patch(struct kvm_cpuid2 *c, unsigned int index, unsigned int ncpu
 		case 6:
 			/* No thermal/power management MSRs are emulated. */
 			e->ecx &= ~1u; /* APERF/MPERF */
-			break;
-		case 0xb:
-		case 0x1f:
-			e->edx = index;
-			if (e->index == 0) {
-				e->eax = 0;           /* SMT level: no bits, 1 thread per core */
-				e->ebx = 1;
-				e->ecx = (1u << 8) | 0;
-			} else if (e->index == 1) {
-				e->eax = core_bits;   /* core level */
-				e->ebx = ncpus;
-				e->ecx = (2u << 8) | 1;
-			} else {
-				e->eax = 0;
-				e->ebx = 0;
-				e->ecx = e->index;
-			}
 			break;
 		case 0x80000001:
 			if (amd) {
@@ -282,7 +309,7 @@ int x86_vcpu_setup(int kvm_fd, int vcpu_fd, const struct kvm_cpuid2 *supported, 
 		   unsigned int ncpus, int is_bsp, uint64_t entry, uint64_t boot_params)
 {
 	size_t sz = sizeof(*supported) + supported->nent * sizeof(supported->entries[0]);
-	struct kvm_cpuid2 *c = malloc(sz);
+	struct kvm_cpuid2 *c = malloc(sz + X86_CPUID_EXTRA * sizeof(supported->entries[0]));
 	int tsc_deadline = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
 	int r;
 

@@ -10,7 +10,12 @@ struct guest_memory;
 
 /* Fetch KVM_GET_SUPPORTED_CPUID (caller frees). */
 int x86_cpuid_supported(int kvm_fd, struct kvm_cpuid2 **out) __attribute__((warn_unused_result));
-/* Patch a copy of the supported table for vCPU `index` of `ncpus` (topology, APIC id). Pure. */
+/*
+ * Patch a copy of the supported table for vCPU `index` of `ncpus` (topology, APIC id). Pure.
+ * The table must have room for X86_CPUID_EXTRA more entries than c->nent: the extended
+ * topology leaves (0xb, 0x1f) are rebuilt whole, since KVM may report only some sub-leaves.
+ */
+#define X86_CPUID_EXTRA 8
 void x86_cpuid_patch(struct kvm_cpuid2 *c, unsigned int index, unsigned int ncpus, int tsc_deadline);
 struct kvm_cpuid_entry2 *x86_cpuid_find(struct kvm_cpuid2 *c, uint32_t function, uint32_t index);
 
