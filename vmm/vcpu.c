@@ -90,12 +90,15 @@ void vcpu_run_loop(struct vcpu *vcpu)
 		}
 		switch (run->exit_reason) {
 		case KVM_EXIT_IO:
+			vcpu->exits_io++;
 			handle_io(vcpu);
 			break;
 		case KVM_EXIT_MMIO:
+			vcpu->exits_mmio++;
 			handle_mmio(vcpu);
 			break;
 		case KVM_EXIT_INTR:
+			vcpu->exits_other++;
 			break;
 		case KVM_EXIT_HLT:
 			vm_request_stop(vm, VM_STOP_POWEROFF, "vCPU %u halted", vcpu->id);

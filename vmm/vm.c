@@ -251,6 +251,10 @@ enum vm_stop_reason vm_run(struct vm *vm)
 			vm_request_stop(vm, VM_STOP_ERROR, "event loop failed: %s", strerror(-r));
 	}
 	vm_stop_vcpus(vm);
+	for (unsigned int i = 0; i < vm->nvcpus; i++)
+		log_info(&vm->log, "vCPU %u: %llu port-I/O exits, %llu MMIO exits, %llu other exits", i,
+			 (unsigned long long)vm->vcpus[i].exits_io, (unsigned long long)vm->vcpus[i].exits_mmio,
+			 (unsigned long long)vm->vcpus[i].exits_other);
 	return vm_stop_reason(vm);
 }
 

@@ -41,6 +41,7 @@ struct vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool started;
+	uint64_t exits_io, exits_mmio, exits_other; /* written by the vCPU thread only */
 	struct arch_vcpu arch;
 };
 
