@@ -16,6 +16,9 @@
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
+/* A guest that never stops must fail its test, not hang the suite. */
+TestSuite(kvm, .timeout = 30);
+
 #define CODE_ADDR 0x1000
 #define RAM_SIZE  0x10000  /* 64 KiB; 0x20000.. is unbacked, so accesses there are MMIO exits */
 
@@ -136,9 +139,13 @@ Test(kvm, unclaimed_port_reads_all_ones)
 
 Test(kvm, serial_console_output_through_the_uart)
 {
-	/* Write "ok\n" to COM1's THR. */
+	/*
+	 * Write "ok\n" to COM1's THR, then power off through the ACPI sleep register: with the
+	 * in-kernel irqchip HLT never leaves KVM_RUN.
+	 */
 	static const uint8_t code[] = {
-		0xba, 0xf8, 0x03, 0xb0, 'o', 0xee, 0xb0, 'k', 0xee, 0xb0, '\n', 0xee, 0xf4,
+		0xba, 0xf8, 0x03, 0xb0, 'o', 0xee, 0xb0, 'k', 0xee, 0xb0, '\n', 0xee,
+		0xba, 0x00, 0x06, 0xb0, 0x34, 0xee, 0xeb, 0xfe,
 	};
 	struct vm vm;
 	int p[2];
@@ -148,7 +155,9 @@ Test(kvm, serial_console_output_through_the_uart)
 	setup_vm(&vm, code, sizeof(code), 1);
 	vm.console_out = p[1];
 	cr_assert_eq(serial_create(&vm, 0x3f8, 4), 0);
+	cr_assert_eq(acpi_pm_create(&vm, 0x600, 0x601, 0x602, 1, 5), 0);
 	vcpu_run_loop(&vm.vcpus[0]);
+	cr_assert_eq(vm_stop_reason(&vm), VM_STOP_POWEROFF, "stopped with %s", vm.stop_msg);
 	close(p[1]);
 	cr_assert_eq(read(p[0], buf, sizeof(buf) - 1), 3);
 	cr_assert_str_eq(buf, "ok\n");
