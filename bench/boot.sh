@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Boot-time benchmark: moat vs QEMU (-M microvm and -M q35), same kernel, initramfs and command line.
+#
+#   bench/boot.sh [--arch x86_64] [--runs N]
+#
+# Measures the time from starting the VMM process to the guest's MOAT_INIT_OK console line (median,
+# min, max of N interleaved runs each, default 5), moat's own start-up (its debug log's "first KVM_RUN"
+# line) and moat's resident memory excluding guest memory. All VMMs run in ONE session: directly on this
+# host if its KVM is hardware virtualization, else inside one L1 of the nested test bed
+# (tools/testbed/run-l1.sh); figures from different sessions are not comparable.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ARCH=x86_64
+RUNS=5
+INNER=0
+
+usage() { echo "usage: $0 [--arch x86_64] [--runs N]" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+	case $1 in
+	--arch) [ $# -ge 2 ] || usage; ARCH=$2; shift 2 ;;
+	--arch=*) ARCH=${1#*=}; shift ;;
+	--runs) [ $# -ge 2 ] || usage; RUNS=$2; shift 2 ;;
+	--runs=*) RUNS=${1#*=}; shift ;;
+	--inner) INNER=1; shift ;;
+	-h|--help) usage ;;
+	*) echo "boot.sh: unknown argument: $1" >&2; usage ;;
+	esac
+done
+[[ $RUNS =~ ^[0-9]+$ ]] && [ "$RUNS" -ge 1 ] || { echo "boot.sh: --runs needs a positive number" >&2; exit 2; }
+case $ARCH in
+x86_64) hw_flags='vmx|svm' ;;
+*) echo "boot.sh: unsupported --arch '$ARCH' (supported: x86_64)" >&2; exit 2 ;;
+esac
+
+IMG=$REPO/build/guest/$ARCH
+LINETIME=$REPO/build/bench/linetime
+BUILD_DIR=${BUILD:-build}
+[[ $BUILD_DIR == /* ]] || BUILD_DIR=$REPO/$BUILD_DIR
+export MOAT=${MOAT:-$BUILD_DIR/moat}
+MOAT_BIN=$MOAT
+
+# ------------------------------------------------------------------ outer part: prepare, pick where to run
+if [ $INNER = 0 ]; then
+	"$REPO/tools/guest-images.sh" --arch "$ARCH" || { echo "boot.sh: tools/guest-images.sh failed" >&2; exit 1; }
+	mkdir -p "$REPO/build/bench"
+	if [ ! -x "$LINETIME" ] || [ "$REPO/bench/linetime.c" -nt "$LINETIME" ]; then
+		gcc -O2 -Wall -Wextra -o "$LINETIME" "$REPO/bench/linetime.c" || { echo "boot.sh: cannot build linetime" >&2; exit 1; }
+	fi
+	if grep -qwE "$hw_flags" /proc/cpuinfo && [ -e /dev/kvm ]; then
+		echo "boot.sh: running on this host (hardware KVM)"
+		exec "$0" --inner --arch "$ARCH" --runs "$RUNS"
+	fi
+	echo "boot.sh: this host's KVM cannot boot Linux; running every VMM inside one L1 of the nested test bed"
+	exec "$REPO/tools/testbed/run-l1.sh" --arch "$ARCH" -- bench/boot.sh --inner --arch "$ARCH" --runs "$RUNS"
+fi
+
+# ------------------------------------------------------------------ inner part: where the VMMs run
+KERNEL=$IMG/vmlinuz
+INITRD=$IMG/initramfs.cpio.gz
+CMDLINE="console=ttyS0 quiet panic=-1"
+RUN_TIMEOUT=180
+for f in "$KERNEL" "$INITRD" "$LINETIME"; do
+	[ -e "$f" ] || { echo "boot.sh: $f missing (run bench/boot.sh without --inner)" >&2; exit 1; }
+done
+[ -e /dev/kvm ] || { echo "boot.sh: /dev/kvm missing" >&2; exit 1; }
+
+W=
+cleanup() { [ -z "$W" ] || rm -rf --one-file-system "$W"; }
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+W=$(mktemp -d "${TMPDIR:-/tmp}/moat-bench.XXXXXX")
+
+QEMU_COMMON=(qemu-system-x86_64 -enable-kvm -cpu host -m 512 -smp 1 -nodefaults -no-user-config -nographic
+	-serial stdio -no-reboot -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE")
+vmm_cmd() {
+	case $1 in
+	moat) CMD=("$MOAT_BIN" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$CMDLINE" --cpus 1 --memory 512M "${@:2}") ;;
+	qemu-microvm) CMD=("${QEMU_COMMON[@]}" -M "microvm,rtc=on") ;;
+	qemu-q35) CMD=("${QEMU_COMMON[@]}" -M q35) ;;
+	esac
+}
+
+VMMS=(moat qemu-microvm qemu-q35)
+declare -A TIMES=() FAILS=() ERR=() RSS=() SHM=()
+for v in "${VMMS[@]}"; do TIMES[$v]=""; FAILS[$v]=0; RSS[$v]=""; SHM[$v]=""; done
+if [ ! -x "$MOAT_BIN" ]; then
+	ERR[moat]="$MOAT_BIN not found (run make)"
+fi
+
+val() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }' "$2"; }
+
+# run_one VMM N: one timed run; appends the time or records the failure.
+run_one() {
+	local v=$1 n=$2 res=$W/$1.$2.res log=$W/$1.$2.log t rc
+	vmm_cmd "$v"
+	"$LINETIME" -t "$RUN_TIMEOUT" -r -l "$log" -m MOAT_INIT_OK -- "${CMD[@]}" >"$res"
+	t=$(val marker1 "$res")
+	rc=$(val exit "$res")
+	if [ "$t" != none ] && [ "$rc" = 0 ]; then
+		TIMES[$v]+="$t "
+		RSS[$v]+="$(val rss_kb "$res") "
+		SHM[$v]+="$(val shmem_kb "$res") "
+		printf '  run %d %-13s %.3f s\n' "$n" "$v" "$t"
+	else
+		FAILS[$v]=$((FAILS[$v] + 1))
+		local why="exit status $rc"
+		[ "$t" != none ] || why="$why, no MOAT_INIT_OK"
+		ERR[$v]="$why; last output: $(tr -d '\r' <"$log" | grep -v '^$' | tail -n 3 | tr '\n' '|' | cut -c1-300)"
+		printf '  run %d %-13s FAILED (%s)\n' "$n" "$v" "$why"
+	fi
+}
+
+echo "boot.sh: $RUNS interleaved runs of each VMM; time from process start to MOAT_INIT_OK on the console"
+echo "boot.sh: kernel $(cat "$IMG/kernel-version"), cmdline '$CMDLINE', 1 vCPU, 512 MiB"
+for n in $(seq "$RUNS"); do
+	for v in "${VMMS[@]}"; do
+		# A VMM that failed twice (or is missing) is not run again.
+		if [ "$v" = moat ] && [ ! -x "$MOAT_BIN" ]; then continue; fi
+		[ "${FAILS[$v]}" -lt 2 ] || continue
+		run_one "$v" "$n"
+	done
+done
+
+# stats "t1 t2 ...": prints "median min max count"
+stats() {
+	if [ -z "${1// /}" ]; then echo "- - - 0"; return; fi
+	printf '%s\n' $1 | sort -g | awk '{ a[NR] = $1 } END {
+		if (NR == 0) { print "- - - 0"; exit }
+		m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+		printf "%.3f %.3f %.3f %d\n", m, a[1], a[NR], NR }'
+}
+
+ref=$(stats "${TIMES[qemu-microvm]}" | cut -d' ' -f1)
+echo
+printf '%-14s %5s %9s %8s %8s %12s\n' VMM runs "median s" "min s" "max s" "vs microvm"
+for v in "${VMMS[@]}"; do
+	read -r med min max cnt <<<"$(stats "${TIMES[$v]}")"
+	if [ "$cnt" = 0 ]; then
+		printf '%-14s %s failed: %s\n' "$v" "${v%%-*}" "${ERR[$v]:-no successful run}"
+		continue
+	fi
+	ratio=-
+	[ "$ref" = - ] || ratio=$(awk -v a="$med" -v b="$ref" 'BEGIN { printf "%.2fx", a / b }')
+	printf '%-14s %5s %9s %8s %8s %12s\n' "$v" "$cnt" "$med" "$min" "$max" "$ratio"
+	[ "${FAILS[$v]}" = 0 ] || printf '%-14s   (%d failed run(s): %s)\n' "" "${FAILS[$v]}" "${ERR[$v]}"
+done
+
+# ------------------------------------------------------------------ moat's own start-up and memory
+echo
+if [ -z "${TIMES[moat]}" ]; then
+	echo "moat start-up and memory: not measured (moat failed: ${ERR[moat]:-no successful run})"
+	exit 0
+fi
+read -r rss_med _ <<<"$(stats "${RSS[moat]}")"
+read -r shm_med _ <<<"$(stats "${SHM[moat]}")"
+echo "moat memory: peak RssAnon+RssFile $(printf '%.0f' "$rss_med") KiB (median of runs; excludes guest memory), peak RssShmem (guest memory touched) $(printf '%.0f' "$shm_med") KiB"
+
+# Start-up: separate runs with --log-level debug (debug logging would slow the timed runs).
+own=()
+seen=()
+for n in $(seq 3); do
+	vmm_cmd moat --log-level debug
+	res=$W/dbg.$n.res
+	log=$W/dbg.$n.log
+	"$LINETIME" -t "$RUN_TIMEOUT" -l "$log" -m 'first KVM_RUN' -- "${CMD[@]}" >"$res"
+	line=$(grep -m1 'first KVM_RUN' "$log" || true)
+	if [ -z "$line" ]; then
+		echo "moat start-up: no 'first KVM_RUN' line in moat's debug log (exit $(val exit "$res"))"
+		break
+	fi
+	# moat[S.UUUUUU] debug: ... first KVM_RUN ...
+	us=$(sed -nE 's/^.*moat\[([0-9]+)\.([0-9]{6})\].*$/\1 \2/p' <<<"$line" | awk '{ printf "%d", $1 * 1000000 + $2 }')
+	[ -z "$us" ] || own+=("$us")
+	t=$(val marker1 "$res")
+	[ "$t" = none ] || seen+=("$(awk -v t="$t" 'BEGIN { printf "%d", t * 1000000 }')")
+done
+if [ ${#own[@]} -gt 0 ]; then
+	read -r med min max cnt <<<"$(stats "${own[*]}")"
+	echo "moat start-up (its log: start to first KVM_RUN): median $(printf '%.0f' "$med") us (min $(printf '%.0f' "$min"), max $(printf '%.0f' "$max"), $cnt runs)"
+elif [ -n "$line" ]; then
+	echo "moat start-up: cannot parse the time in: $line"
+fi
+if [ ${#seen[@]} -gt 0 ]; then
+	read -r med _ <<<"$(stats "${seen[*]}")"
+	echo "moat start-up (process start to the first KVM_RUN line read from its stderr): median $(printf '%.0f' "$med") us"
+fi

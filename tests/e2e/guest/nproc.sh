@@ -1,0 +1,3 @@
+#!/bin/sh
+# Report how many CPUs the guest sees.
+echo "NPROC=$(nproc)"

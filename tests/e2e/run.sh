@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# End-to-end scenarios: boot the test guest with moat, check moat's exit status and the console.
+# Runs where moat runs (a host with hardware KVM, or the test bed's L1: see tests/e2e/run-nested.sh).
+#
+#   tests/e2e/run.sh [--arch x86_64] [--only NAME[,NAME...]] [--list]
+#
+# Prints "PASS name (Xs)" or "FAIL name: reason" per scenario and "N passed, N failed" at the end;
+# exits non-zero if a scenario failed.
+# Environment: MOAT (the moat binary, default $BUILD/moat, BUILD defaulting to build), MOAT_E2E_RUN_TIMEOUT (safety limit of one
+# moat run in seconds, default 300).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ARCH=x86_64
+ONLY=
+LIST=0
+BUILD_DIR=${BUILD:-build}
+[[ $BUILD_DIR == /* ]] || BUILD_DIR=$REPO/$BUILD_DIR
+MOAT_BIN=${MOAT:-$BUILD_DIR/moat}
+SAFETY=${MOAT_E2E_RUN_TIMEOUT:-300}
+
+usage() { echo "usage: $0 [--arch x86_64] [--only NAME[,NAME...]] [--list]" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+	case $1 in
+	--arch) [ $# -ge 2 ] || usage; ARCH=$2; shift 2 ;;
+	--arch=*) ARCH=${1#*=}; shift ;;
+	--only) [ $# -ge 2 ] || usage; ONLY=$2; shift 2 ;;
+	--only=*) ONLY=${1#*=}; shift ;;
+	--list) LIST=1; shift ;;
+	-h|--help) usage ;;
+	*) echo "run.sh: unknown argument: $1" >&2; usage ;;
+	esac
+done
+case $ARCH in
+x86_64) ;;
+*) echo "run.sh: unsupported --arch '$ARCH' (supported: x86_64)" >&2; exit 2 ;;
+esac
+
+IMG=$REPO/build/guest/$ARCH
+KERNEL=$IMG/vmlinuz
+INITRD=$IMG/initramfs.cpio.gz
+CMDLINE="console=ttyS0 quiet panic=-1"
+# Timeout of the "timeout" scenario: well past the guest's boot even in the nested test bed.
+SLEEP_TIMEOUT=40
+
+# Console strings that mean something went wrong in any scenario whose guest should not crash.
+FORBID_COMMON='Kernel panic|Call Trace|moat-init: cannot load|moat-init: no scenario|moat-init: bad scenario|moat-init: poweroff failed'
+FORBID_PANIC='moat-init: cannot load|moat-init: no scenario|still alive after the panic trigger'
+
+# ------------------------------------------------------------------ scenario table
+# scenario NAME EXPECTED_STATUS EXPECT_ON_CONSOLE FORBID_ON_CONSOLE EXPECT_ON_STDERR -- MOAT_ARGS...
+# String lists are separated by '|'; empty means none.
+NAMES=()
+declare -A S_RC=() S_EXPECT=() S_FORBID=() S_ERR=() S_ARGS=()
+scenario() {
+	local name=$1
+	NAMES+=("$name")
+	S_RC[$name]=$2
+	S_EXPECT[$name]=$3
+	S_FORBID[$name]=$4
+	S_ERR[$name]=$5
+	[ "$6" = -- ] || { echo "run.sh: bad scenario definition '$name'" >&2; exit 2; }
+	shift 6
+	S_ARGS[$name]=$(printf '%q ' "$@")
+}
+
+G=(--kernel "$KERNEL" --initrd "$INITRD" --memory 512M)
+scenario boot 0 'MOAT_INIT_OK|CPUS=' "$FORBID_COMMON" '' -- \
+	"${G[@]}" --cmdline "$CMDLINE"
+scenario nproc-1 0 'MOAT_INIT_OK|NPROC=1' "$FORBID_COMMON" '' -- \
+	"${G[@]}" --cpus 1 --cmdline "$CMDLINE moat.scenario=nproc"
+scenario nproc-2 0 'MOAT_INIT_OK|NPROC=2' "$FORBID_COMMON" '' -- \
+	"${G[@]}" --cpus 2 --cmdline "$CMDLINE moat.scenario=nproc"
+scenario poweroff 0 'MOAT_INIT_OK|moat-scenario: poweroff requested' "$FORBID_COMMON" '' -- \
+	"${G[@]}" --cmdline "$CMDLINE moat.scenario=poweroff"
+scenario panic 3 'MOAT_INIT_OK|moat-scenario: triggering a kernel panic' "$FORBID_PANIC" '' -- \
+	"${G[@]}" --cmdline "$CMDLINE moat.scenario=panic"
+scenario timeout 124 'MOAT_INIT_OK|moat-scenario: sleeping forever' "$FORBID_COMMON" '' -- \
+	"${G[@]}" --cmdline "$CMDLINE moat.scenario=sleep" --timeout "$SLEEP_TIMEOUT"
+scenario missing-kernel 1 '' '' '/nonexistent' -- \
+	--kernel /nonexistent --initrd "$INITRD" --cmdline "$CMDLINE"
+
+if [ $LIST = 1 ]; then
+	for n in "${NAMES[@]}"; do echo "$n: exit ${S_RC[$n]}; moat ${S_ARGS[$n]}"; done
+	exit 0
+fi
+if [ -n "$ONLY" ]; then
+	sel=()
+	for n in ${ONLY//,/ }; do
+		[ -n "${S_RC[$n]:-}" ] || { echo "run.sh: no scenario '$n' (see --list)" >&2; exit 2; }
+		sel+=("$n")
+	done
+	NAMES=("${sel[@]}")
+fi
+
+# ------------------------------------------------------------------ setup
+W=
+cleanup() { [ -z "$W" ] || rm -rf --one-file-system "$W"; }
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+W=$(mktemp -d "${TMPDIR:-/tmp}/moat-e2e.XXXXXX")
+
+if [ ! -s "$KERNEL" ] || [ ! -s "$INITRD" ]; then
+	echo "run.sh: guest images missing in $IMG; building them"
+	"$REPO/tools/guest-images.sh" --arch "$ARCH" || { echo "run.sh: tools/guest-images.sh failed" >&2; exit 1; }
+fi
+
+status_meaning() {
+	case $1 in
+	0) echo "guest power-off/reboot" ;;
+	1) echo "moat error" ;;
+	3) echo "guest panic" ;;
+	124) echo "--timeout expired" ;;
+	126|127) echo "moat could not be executed" ;;
+	13[0-9]|14[0-9]) echo "killed by signal $(($1 - 128))" ;;
+	*) echo "unexpected" ;;
+	esac
+}
+
+# split_list 'a|b|c': one string a line.
+split_list() {
+	[ -z "$1" ] || printf '%s\n' "${1//|/$'\n'}"
+}
+
+# check NAME: runs the scenario once; sets REASON (empty on success), RESET_SUSPECT and ELAPSED.
+REASON=
+RESET_SUSPECT=0
+ELAPSED=0
+check() {
+	local name=$1 rc start s args
+	local out=$W/$name.out err=$W/$name.err
+	REASON=
+	RESET_SUSPECT=0
+	eval "args=(${S_ARGS[$name]})"
+	if [ ! -x "$MOAT_BIN" ]; then
+		REASON="moat binary $MOAT_BIN not found or not executable (run make)"
+		ELAPSED=0
+		return
+	fi
+	start=$EPOCHREALTIME
+	rc=0
+	timeout -k 10 "$SAFETY" "$MOAT_BIN" "${args[@]}" </dev/null >"$out" 2>"$err" || rc=$?
+	ELAPSED=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+
+	local reasons=() missing=0
+	if [ "$rc" = 124 ] && awk -v e="$ELAPSED" -v s="$SAFETY" 'BEGIN { exit !(e >= s - 1) }'; then
+		reasons+=("hung: killed by the harness's safety timeout after ${SAFETY}s")
+	elif [ "$rc" != "${S_RC[$name]}" ]; then
+		reasons+=("exit status: expected ${S_RC[$name]} ($(status_meaning "${S_RC[$name]}")), got $rc ($(status_meaning "$rc"))")
+	fi
+	while IFS= read -r s; do
+		grep -qF -- "$s" "$out" || { reasons+=("console lacks '$s'"); missing=1; }
+	done < <(split_list "${S_EXPECT[$name]}")
+	while IFS= read -r s; do
+		! grep -qF -- "$s" "$out" || reasons+=("console has '$s'")
+	done < <(split_list "${S_FORBID[$name]}")
+	while IFS= read -r s; do
+		grep -qF -- "$s" "$err" || reasons+=("stderr lacks '$s'")
+	done < <(split_list "${S_ERR[$name]}")
+	if [ ${#reasons[@]} -gt 0 ]; then
+		REASON=$(printf '%s; ' "${reasons[@]}")
+		REASON=${REASON%; }
+		# The guest reset by itself (moat exits 0 on a reboot) before the scenario finished.
+		if [ "$rc" = 0 ] && { [ "${S_RC[$name]}" != 0 ] || [ $missing = 1 ]; } &&
+			! grep -qF 'Kernel panic' "$out" && { grep -qiE 'reboot|reset' "$err" || [ $missing = 1 ]; }; then
+			RESET_SUSPECT=1
+		fi
+	fi
+}
+
+show_tail() {
+	local name=$1
+	if [ -s "$W/$name.out" ]; then
+		echo "  --- last console lines ($name):"
+		tail -n 15 "$W/$name.out" | tr -d '\r' | sed 's/^/  | /' || true
+	fi
+	if [ -s "$W/$name.err" ]; then
+		echo "  --- last stderr lines ($name):"
+		tail -n 10 "$W/$name.err" | sed 's/^/  | /' || true
+	fi
+}
+
+# ------------------------------------------------------------------ run
+pass=0
+fail=0
+for name in "${NAMES[@]}"; do
+	check "$name"
+	if [ -n "$REASON" ] && [ $RESET_SUSPECT = 1 ]; then
+		first=$REASON
+		echo "RETRY $name: the guest seems to have reset silently ($first); retrying once"
+		show_tail "$name"
+		check "$name"
+		if [ -z "$REASON" ]; then
+			echo "PASS $name (${ELAPSED}s) [passed on the retry; the first run reset silently: $first]"
+			pass=$((pass + 1))
+			continue
+		fi
+		REASON="$REASON (also on the first run: $first)"
+	fi
+	if [ -z "$REASON" ]; then
+		echo "PASS $name (${ELAPSED}s)"
+		pass=$((pass + 1))
+	else
+		echo "FAIL $name: $REASON (after ${ELAPSED}s)"
+		show_tail "$name"
+		fail=$((fail + 1))
+	fi
+done
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

@@ -1,0 +1,429 @@
+#!/usr/bin/env bash
+# Fetch the guest kernel and build the guest and test-bed initramfs images.
+#
+#   tools/guest-images.sh --arch x86_64 [--out DIR]
+#
+# Results in DIR (default build/guest/<arch>):
+#   vmlinuz               the kernel (bzImage) of the newest Debian 12 6.12 cloud kernel package
+#   modules/              its lib/modules/<version> tree
+#   kernel-version        its version (uname -r)
+#   config                its build configuration
+#   initramfs.cpio.gz     guest userland: busybox, /init, the scenario scripts of tests/e2e/guest
+#   l1-initramfs.cpio.gz  /init of the nested test bed's L1 (see tools/testbed/run-l1.sh)
+# The kernel package and the images are cached in DIR and rebuilt only when their inputs change.
+set -euo pipefail
+
+# Kernel modules the guest's /init loads, in this order (their dependencies are added automatically).
+GUEST_MODULES="pvpanic pvpanic-mmio"
+# Kernel modules the test bed's L1 loads: required ones (L1 stops if one fails), then optional ones (a warning).
+L1_MODULES_REQUIRED="irqbypass kvm kvm-amd"
+L1_MODULES_OPTIONAL="vhost_iotlb vhost tun tap vhost_net"
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SELF="$REPO/tools/guest-images.sh"
+ARCH=x86_64
+OUT=
+
+die() { echo "guest-images: error: $*" >&2; exit 1; }
+say() { echo "guest-images: $*"; }
+usage() { echo "usage: $0 --arch x86_64 [--out DIR]" >&2; exit 2; }
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--arch) [ $# -ge 2 ] || usage; ARCH=$2; shift 2 ;;
+	--arch=*) ARCH=${1#*=}; shift ;;
+	--out) [ $# -ge 2 ] || usage; OUT=$2; shift 2 ;;
+	--out=*) OUT=${1#*=}; shift ;;
+	-h|--help) usage ;;
+	*) echo "guest-images: unknown argument: $1" >&2; usage ;;
+	esac
+done
+
+case $ARCH in
+x86_64) FLAVOUR=cloud-amd64 ;;
+*) die "unsupported --arch '$ARCH' (supported: x86_64)" ;;
+esac
+OUT=${OUT:-$REPO/build/guest/$ARCH}
+mkdir -p "$OUT/cache" || die "cannot create $OUT"
+OUT=$(cd "$OUT" && pwd)
+CACHE=$OUT/cache
+
+for tool in dpkg-deb cpio gzip xz zstd modinfo flock sha256sum; do
+	command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found; run tools/install-deps.sh"
+done
+BUSYBOX=/bin/busybox
+[ "$(dpkg-query -W -f='${db:Status-Status}' busybox-static 2>/dev/null || true)" = installed ] && [ -x "$BUSYBOX" ] ||
+	die "busybox-static is not installed; run tools/install-deps.sh"
+
+# One run at a time per output folder.
+exec 9>"$OUT/.lock"
+flock 9
+
+TMP=
+cleanup() { [ -z "$TMP" ] || rm -rf --one-file-system "$TMP"; }
+trap cleanup EXIT
+TMP=$(mktemp -d "$OUT/.tmp.XXXXXX")
+
+# ---------------------------------------------------------------- kernel package
+PKG_RE="^linux-image-6\\.12\\.[0-9]+\\+deb12-$FLAVOUR-unsigned\$"
+
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then "$@"
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo "$@"
+	else return 1
+	fi
+}
+
+# Prints the newest available package name, or nothing. (search lists only packages that have a
+# downloadable version, unlike pkgnames.)
+newest_pkg() {
+	apt-cache search --names-only "$PKG_RE" 2>/dev/null | awk '{ print $1 }' | grep -E "$PKG_RE" | sort -V | tail -n 1
+}
+
+cached_kver=
+if [ -s "$OUT/kernel-version" ] && [ -s "$OUT/vmlinuz" ] && [ -d "$OUT/modules/kernel" ]; then
+	cached_kver=$(cat "$OUT/kernel-version")
+fi
+
+pkg=$(newest_pkg || true)
+if [ -z "$pkg" ]; then
+	if as_root apt-get update -q >"$TMP/apt-update.log" 2>&1; then
+		pkg=$(newest_pkg || true)
+	else
+		say "warning: apt-get update failed or is not permitted (not root): $(tail -n 1 "$TMP/apt-update.log" 2>/dev/null)" >&2
+	fi
+fi
+
+if [ -n "$pkg" ]; then
+	want_kver=${pkg#linux-image-}
+	want_kver=${want_kver%-unsigned}
+else
+	want_kver=
+fi
+
+extract_deb() {
+	local deb=$1 kver
+	say "extracting $(basename "$deb")"
+	rm -rf "$TMP/x"
+	dpkg-deb -x "$deb" "$TMP/x" || die "dpkg-deb -x $deb failed"
+	kver=$(ls "$TMP/x/lib/modules" 2>/dev/null | head -n 1)
+	[ -n "$kver" ] && [ -d "$TMP/x/lib/modules/$kver/kernel" ] || die "$deb has no lib/modules/<version>/kernel"
+	[ -f "$TMP/x/boot/vmlinuz-$kver" ] || die "$deb has no boot/vmlinuz-$kver"
+	rm -f "$OUT/kernel-version"
+	rm -rf "$OUT/modules"
+	mv "$TMP/x/lib/modules/$kver" "$OUT/modules"
+	mv "$TMP/x/boot/vmlinuz-$kver" "$OUT/vmlinuz"
+	if [ -f "$TMP/x/boot/config-$kver" ]; then mv "$TMP/x/boot/config-$kver" "$OUT/config"; fi
+	rm -rf "$TMP/x"
+	echo "$kver" >"$OUT/kernel-version"
+}
+
+if [ -n "$want_kver" ] && [ "$want_kver" = "$cached_kver" ]; then
+	: # up to date
+elif [ -n "$pkg" ]; then
+	deb=$(ls "$CACHE/${pkg}"_*.deb 2>/dev/null | sort -V | tail -n 1 || true)
+	if [ -z "$deb" ]; then
+		say "downloading $pkg"
+		if (cd "$TMP" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >"$TMP/apt-download.log" 2>&1); then
+			mv "$TMP/${pkg}"_*.deb "$CACHE/"
+			deb=$(ls "$CACHE/${pkg}"_*.deb | sort -V | tail -n 1)
+		else
+			say "warning: apt-get download $pkg failed: $(tail -n 1 "$TMP/apt-download.log")" >&2
+		fi
+	fi
+	if [ -n "$deb" ]; then
+		extract_deb "$deb"
+		# Keep only the package in use.
+		for old in "$CACHE"/linux-image-*.deb; do
+			[ "$old" = "$deb" ] || rm -f "$old"
+		done
+	elif [ -n "$cached_kver" ]; then
+		say "warning: using the cached kernel $cached_kver (download of $pkg failed)" >&2
+	else
+		die "cannot download $pkg and no cached kernel in $OUT"
+	fi
+else
+	# apt cannot tell us the newest package: fall back to what we have.
+	if [ -n "$cached_kver" ]; then
+		say "warning: apt lookup of linux-image-6.12.*+deb12-$FLAVOUR-unsigned failed; using the cached kernel $cached_kver" >&2
+	else
+		deb=$(ls "$CACHE"/linux-image-6.12.*+deb12-"$FLAVOUR"-unsigned_*.deb 2>/dev/null | sort -V | tail -n 1 || true)
+		[ -n "$deb" ] || die "cannot find linux-image-6.12.*+deb12-$FLAVOUR-unsigned with apt-cache (is Debian 12's security suite in the apt sources?) and no cached copy in $CACHE"
+		say "warning: apt lookup failed; using the cached package $(basename "$deb")" >&2
+		extract_deb "$deb"
+	fi
+fi
+KVER=$(cat "$OUT/kernel-version")
+MODDIR=$OUT/modules
+
+# ---------------------------------------------------------------- module resolution
+declare -A MODPATH=() BUILTIN=() SEEN=()
+INDEXED=
+index_modules() {
+	local f n
+	while IFS= read -r f; do
+		n=${f##*/}
+		n=${n%%.ko*}
+		MODPATH[${n//-/_}]=$f
+	done < <(cd "$MODDIR" && find kernel -name '*.ko*' -type f)
+	if [ -f "$MODDIR/modules.builtin" ]; then
+		while IFS= read -r f; do
+			n=${f##*/}
+			n=${n%%.ko*}
+			BUILTIN[${n//-/_}]=1
+		done <"$MODDIR/modules.builtin"
+	fi
+	INDEXED=1
+}
+
+# resolve NAME: appends NAME's dependencies, then NAME, to ORDER (paths relative to the modules tree).
+# Returns 1 if NAME or one of its dependencies does not exist as a module.
+ORDER=()
+resolve() {
+	local n=${1//-/_} p d deps
+	[ -n "$INDEXED" ] || index_modules
+	[ -z "${SEEN[$n]:-}" ] || return 0
+	if [ -n "${BUILTIN[$n]:-}" ]; then SEEN[$n]=1; return 0; fi
+	p=${MODPATH[$n]:-}
+	[ -n "$p" ] || { echo "guest-images: module '$1' not found in kernel $KVER" >&2; return 1; }
+	deps=$(modinfo -F depends "$MODDIR/$p") || { echo "guest-images: modinfo $p failed" >&2; return 1; }
+	for d in ${deps//,/ }; do
+		resolve "$d" || return 1
+	done
+	SEEN[$n]=1
+	ORDER+=("$p")
+}
+
+# copy_modules ROOT LISTFILE PATH...: copies module files, decompressed (the kernel logs an error when
+# insmod first offers it a compressed file), into ROOT/lib/modules/KVER/ and lists them in load order in LISTFILE.
+copy_modules() {
+	local root=$1 list=$2 p dst
+	shift 2
+	: >"$list"
+	for p in "$@"; do
+		dst=${p%.ko*}.ko
+		mkdir -p "$root/lib/modules/$KVER/$(dirname "$p")"
+		case $p in
+		*.ko.xz) xz -dc "$MODDIR/$p" ;;
+		*.ko.zst) zstd -qdc "$MODDIR/$p" ;;
+		*.ko.gz) gzip -dc "$MODDIR/$p" ;;
+		*) cat "$MODDIR/$p" ;;
+		esac >"$root/lib/modules/$KVER/$dst" || die "cannot decompress $p"
+		echo "$dst" >>"$list"
+	done
+}
+
+# base_root ROOT: busybox userland with applet links and the usual folders.
+base_root() {
+	local root=$1 a
+	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,etc,root,lib/modules/"$KVER"}
+	cp "$BUSYBOX" "$root/bin/busybox"
+	for a in $("$BUSYBOX" --list-full); do
+		[ "$a" = bin/busybox ] || [ -e "$root/$a" ] || ln -s /bin/busybox "$root/$a"
+	done
+	chmod 1777 "$root/tmp"
+	chmod 700 "$root/root"
+}
+
+# pack ROOT OUTFILE
+pack() {
+	(cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) | gzip -9n >"$2.tmp"
+	mv "$2.tmp" "$2"
+}
+
+inputs_hash() {
+	{
+		sha256sum "$SELF" "$BUSYBOX" | cut -d' ' -f1
+		echo "$KVER"
+		printf '%s\n' "$@"
+	} | sha256sum | cut -d' ' -f1
+}
+
+# ---------------------------------------------------------------- guest initramfs
+SCEN_DIR=$REPO/tests/e2e/guest
+scen_files=()
+if [ -d "$SCEN_DIR" ]; then
+	while IFS= read -r f; do scen_files+=("$f"); done < <(find "$SCEN_DIR" -maxdepth 1 -name '*.sh' -type f | LC_ALL=C sort)
+fi
+scen_sum=$( (for f in ${scen_files[@]+"${scen_files[@]}"}; do echo "== ${f##*/}"; cat "$f"; done) | sha256sum | cut -d' ' -f1)
+guest_hash=$(inputs_hash guest "$GUEST_MODULES" "$scen_sum")
+
+if [ -f "$OUT/initramfs.cpio.gz" ] && [ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" = "$guest_hash" ]; then
+	guest_state="up to date"
+else
+	R=$TMP/guest
+	base_root "$R"
+	ORDER=()
+	for m in $GUEST_MODULES; do resolve "$m" || die "cannot resolve the guest module '$m'"; done
+	copy_modules "$R" "$R/etc/moat-modules" "${ORDER[@]}"
+	mkdir -p "$R/scenarios"
+	for f in ${scen_files[@]+"${scen_files[@]}"}; do
+		install -m 755 "$f" "$R/scenarios/${f##*/}"
+	done
+	cat >"$R/init" <<'EOF'
+#!/bin/sh
+# moat test guest: load modules, print the marker, run the scenario named by moat.scenario=NAME, power off.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+
+kver=$(uname -r)
+while read -r m; do
+	[ -n "$m" ] || continue
+	insmod "/lib/modules/$kver/$m" || echo "moat-init: cannot load module $m"
+done </etc/moat-modules
+
+echo MOAT_INIT_OK
+
+scenario=
+for arg in $(cat /proc/cmdline); do
+	case $arg in
+	moat.scenario=*) scenario=${arg#moat.scenario=} ;;
+	esac
+done
+
+if [ -n "$scenario" ]; then
+	case $scenario in
+	*[!A-Za-z0-9_-]*) echo "moat-init: bad scenario name '$scenario'" ;;
+	*)
+		if [ -f "/scenarios/$scenario.sh" ]; then
+			sh "/scenarios/$scenario.sh"
+			echo "moat-init: scenario $scenario returned $?"
+		else
+			echo "moat-init: no scenario '$scenario' in /scenarios"
+		fi
+		;;
+	esac
+else
+	uname -r
+	echo "CPUS=$(nproc)"
+fi
+
+poweroff -f
+echo "moat-init: poweroff failed"
+while :; do sleep 3600; done
+EOF
+	chmod 755 "$R/init"
+	pack "$R" "$OUT/initramfs.cpio.gz"
+	echo "$guest_hash" >"$OUT/initramfs.stamp"
+	rm -rf "$R"
+	guest_state="built"
+fi
+
+# ---------------------------------------------------------------- L1 (test bed) initramfs
+l1_hash=$(inputs_hash l1 "$L1_MODULES_REQUIRED" "$L1_MODULES_OPTIONAL")
+if [ -f "$OUT/l1-initramfs.cpio.gz" ] && [ "$(cat "$OUT/l1-initramfs.stamp" 2>/dev/null)" = "$l1_hash" ]; then
+	l1_state="up to date"
+else
+	R=$TMP/l1
+	base_root "$R"
+	mkdir -p "$R/host" "$R/stash"
+	ORDER=()
+	for m in $L1_MODULES_REQUIRED; do resolve "$m" || die "cannot resolve the L1 module '$m'"; done
+	required=("${ORDER[@]}")
+	ORDER=()
+	: >"$R/etc/l1-modules.missing"
+	for m in $L1_MODULES_OPTIONAL; do
+		if ! resolve "$m"; then
+			say "warning: optional L1 module '$m' is not available in $KVER" >&2
+			echo "$m" >>"$R/etc/l1-modules.missing"
+		fi
+	done
+	optional=(${ORDER[@]+"${ORDER[@]}"})
+	copy_modules "$R" "$R/etc/l1-modules.required" "${required[@]}"
+	copy_modules "$R" "$R/etc/l1-modules.optional" ${optional[@]+"${optional[@]}"}
+	cat >"$R/init" <<'EOF'
+#!/bin/sh
+# Test-bed L1: load KVM, mount the host's root (virtio-fs, read-only), run one command in it, report its status.
+# ttyS0 carries this script's and the command's output; the kernel's console is on ttyS1.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/null >/dev/ttyS0 2>&1
+
+say() { echo "l1-init: $*"; }
+fatal() {
+	say "FATAL: $*"
+	echo "L1_SETUP_FAILED"
+	poweroff -f
+	while :; do sleep 3600; done
+}
+
+job=
+for arg in $(cat /proc/cmdline); do
+	case $arg in
+	moat.l1job=*) job=${arg#moat.l1job=} ;;
+	esac
+done
+[ -n "$job" ] || fatal "no moat.l1job=PATH on the kernel command line"
+
+kver=$(uname -r)
+while read -r m; do
+	[ -n "$m" ] || continue
+	insmod "/lib/modules/$kver/$m" || fatal "cannot load the kernel module $m"
+done </etc/l1-modules.required
+while read -r m; do
+	[ -n "$m" ] || continue
+	insmod "/lib/modules/$kver/$m" || say "warning: cannot load the kernel module $m"
+done </etc/l1-modules.optional
+while read -r m; do
+	[ -n "$m" ] && say "warning: the kernel module $m is not in this kernel"
+done </etc/l1-modules.missing
+[ -c /dev/kvm ] || fatal "/dev/kvm is missing after loading the KVM modules (does the emulated CPU offer SVM?)"
+
+mount -t virtiofs -o ro hostroot /host || fatal "cannot mount the host's root (virtio-fs tag hostroot)"
+[ -f "/host$job/env" ] || fatal "job file /host$job/env not found in the host's root"
+. "/host$job/env"
+[ -n "$L1_REPO" ] && [ -d "/host$L1_REPO" ] || fatal "repository '$L1_REPO' not visible in the host's root"
+
+# Writable scratch space; the repository stays visible even if it lives below one of these folders.
+mount --bind "/host$L1_REPO" /stash || fatal "cannot bind $L1_REPO"
+for d in tmp:1777 run:755 var/tmp:1777 root:700; do
+	p=${d%%:*}
+	[ -d "/host/$p" ] || continue
+	mount -t tmpfs -o "mode=${d#*:}" tmpfs "/host/$p" || fatal "cannot mount tmpfs on /$p"
+done
+mount -t proc proc /host/proc || fatal "cannot mount /proc"
+mount -t sysfs sysfs /host/sys || fatal "cannot mount /sys"
+mount -t devtmpfs devtmpfs /host/dev || fatal "cannot mount /dev"
+mkdir -p /host/dev/pts /host/dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /host/dev/pts || fatal "cannot mount /dev/pts"
+mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm || fatal "cannot mount /dev/shm"
+ln -sfn /proc/self/fd /host/dev/fd
+ln -sfn /proc/self/fd/0 /host/dev/stdin
+ln -sfn /proc/self/fd/1 /host/dev/stdout
+ln -sfn /proc/self/fd/2 /host/dev/stderr
+if [ ! -f "/host$job/env" ]; then
+	# A tmpfs above hid the repository: put it back.
+	mkdir -p "/host$L1_REPO" || fatal "cannot recreate $L1_REPO"
+	mount --move /stash "/host$L1_REPO" || fatal "cannot move $L1_REPO back"
+else
+	umount /stash
+fi
+hostname moat-l1
+ip link set lo up 2>/dev/null || true
+
+# One idle VM for the whole session: KVM's first VM create and last VM destroy toggle static keys,
+# which under multi-threaded emulation occasionally oopses L1.
+chroot /host "$L1_KVM_HOLD" || fatal "$L1_KVM_HOLD could not create the idle KVM VM"
+
+echo "L1_CMD_START"
+chroot /host /usr/bin/env -i HOME=/root USER=root LOGNAME=root TERM=dumb LANG=C.UTF-8 \
+	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+	/bin/bash "$job/cmd.sh" </dev/null
+rc=$?
+printf '\nL1_EXIT_STATUS=%d\n' "$rc"
+poweroff -f
+while :; do sleep 3600; done
+EOF
+	chmod 755 "$R/init"
+	pack "$R" "$OUT/l1-initramfs.cpio.gz"
+	echo "$l1_hash" >"$OUT/l1-initramfs.stamp"
+	rm -rf "$R"
+	l1_state="built"
+fi
+
+say "kernel $KVER; initramfs $guest_state; l1-initramfs $l1_state ($OUT)"

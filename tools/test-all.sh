@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Run every test stage (make test-unit, test-kvm, test-e2e), keep going after a failure, and sum up.
+#
+#   tools/test-all.sh [--arch x86_64]
+#
+# Ends with the line "N passed, N failed" (tests of all stages; a stage that fails without reporting
+# counts, e.g. a build error, counts as one failure) and exits non-zero if anything failed.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ARCH=x86_64
+while [ $# -gt 0 ]; do
+	case $1 in
+	--arch) [ $# -ge 2 ] || { echo "test-all: --arch needs a value" >&2; exit 2; }; ARCH=$2; shift 2 ;;
+	--arch=*) ARCH=${1#*=}; shift ;;
+	*) echo "usage: $0 [--arch x86_64]" >&2; exit 2 ;;
+	esac
+done
+
+STAGES=(test-unit test-kvm test-e2e)
+LOG=
+cleanup() { [ -z "$LOG" ] || rm -f "$LOG"; }
+trap cleanup EXIT
+LOG=$(mktemp "${TMPDIR:-/tmp}/moat-test-all.XXXXXX")
+
+total_pass=0
+total_fail=0
+summary=()
+for st in "${STAGES[@]}"; do
+	echo "==== make $st"
+	start=$EPOCHREALTIME
+	rc=0
+	make -C "$REPO" --no-print-directory ARCH="$ARCH" "$st" 2>&1 | tee "$LOG" || rc=${PIPESTATUS[0]}
+	secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
+	clean=$(sed 's/\x1b\[[0-9;]*m//g' "$LOG")
+	p=
+	f=
+	# Criterion: "[====] Synthesis: Tested: X | Passing: Y | Failing: Z | Crashing: W"
+	syn=$(grep -E 'Synthesis: Tested: [0-9]+' <<<"$clean" | tail -n 1 || true)
+	if [ -n "$syn" ]; then
+		p=$(sed -nE 's/.*Passing: ([0-9]+).*/\1/p' <<<"$syn")
+		f=$(sed -nE 's/.*Failing: ([0-9]+).*Crashing: ([0-9]+).*/\1 \2/p' <<<"$syn" | awk '{ print $1 + $2 }')
+	fi
+	# The e2e harness: "N passed, N failed"
+	if [ -z "$p" ]; then
+		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' <<<"$clean" | tail -n 1 || true)
+		if [ -n "$line" ]; then
+			p=${line%% passed*}
+			f=${line#*, }
+			f=${f%% failed}
+		fi
+	fi
+	note=
+	if [ -z "$p" ]; then
+		if [ "$rc" = 0 ]; then
+			p=1; f=0; note="; no test counts printed, counted as 1 passed"
+		else
+			p=0; f=1; note="; failed before reporting test counts, counted as 1 failure"
+		fi
+	elif [ "$rc" != 0 ] && [ "$f" = 0 ]; then
+		f=1
+		note="; exit status $rc with no failing test reported, counted as 1 failure"
+	fi
+	if [ "$rc" = 0 ] && [ "$f" = 0 ]; then res=PASS; else res=FAIL; fi
+	summary+=("$(printf '%-10s %s (%s passed, %s failed; exit status %s; %ss%s)' "$st" "$res" "$p" "$f" "$rc" "$secs" "$note")")
+	total_pass=$((total_pass + p))
+	total_fail=$((total_fail + f))
+done
+
+echo "==== summary"
+printf '%s\n' "${summary[@]}"
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
