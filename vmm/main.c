@@ -107,6 +107,7 @@ int main(int argc, char **argv)
 	sigset_t mask;
 	enum vm_stop_reason why;
 	int status;
+	uint64_t start_ns = log_now_ns();
 
 	if (cli_parse(argc, argv, &cfg, &action, err, sizeof(err))) {
 		fprintf(stderr, "moat: %s\n", err);
@@ -135,6 +136,7 @@ int main(int argc, char **argv)
 	}
 
 	vm_init(&vm);
+	vm.log.start_ns = start_ns;
 	if (open_console(&vm, &cfg, err, sizeof(err)) || vm_create(&vm, &cfg, err, sizeof(err))) {
 		fprintf(stderr, "moat: %s\n", err);
 		vm_destroy(&vm);

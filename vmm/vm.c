@@ -192,7 +192,13 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 
 	/* The caller ran vm_init() and may have set the console fds. */
 	vm->cfg = *cfg;
-	log_init(&vm->log, cfg->log_level, 2);
+	{
+		/* Keep the caller's start time (main() takes it first thing) for start-up figures. */
+		uint64_t start = vm->log.start_ns;
+		log_init(&vm->log, cfg->log_level, 2);
+		if (start)
+			vm->log.start_ns = start;
+	}
 
 	r = event_loop_init(&vm->loop);
 	if (r)
