@@ -61,3 +61,13 @@ void log_msg(const struct log *l, enum log_level lvl, const char *fmt, ...)
 	if (write(l->fd, buf, (size_t)n) < 0)
 		return;
 }
+
+int set_err(char *err, size_t errlen, int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return ret;
+}

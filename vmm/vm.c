@@ -16,16 +16,6 @@
 
 #include "vmm/vcpu.h"
 
-static int errf(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return ret;
-}
-
 int vm_open_kvm(struct vm *vm, char *err, size_t errlen)
 {
 	int version;
@@ -34,27 +24,27 @@ int vm_open_kvm(struct vm *vm, char *err, size_t errlen)
 	if (vm->kvm_fd < 0) {
 		int e = errno;
 		if (e == ENOENT)
-			return errf(err, errlen, -e,
+			return set_err(err, errlen, -e,
 				    "/dev/kvm does not exist: KVM is not available. Enable virtualization in the "
 				    "firmware and load the module (modprobe kvm_intel or kvm_amd)");
 		if (e == EACCES || e == EPERM)
-			return errf(err, errlen, -e,
+			return set_err(err, errlen, -e,
 				    "no permission to open /dev/kvm: add your user to the 'kvm' group "
 				    "(sudo usermod -aG kvm $USER, then log in again) or run as root");
-		return errf(err, errlen, -e, "cannot open /dev/kvm: %s", strerror(e));
+		return set_err(err, errlen, -e, "cannot open /dev/kvm: %s", strerror(e));
 	}
 	version = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
 	if (version != KVM_API_VERSION)
-		return errf(err, errlen, -EINVAL, "/dev/kvm speaks KVM API %d, moat needs %d", version,
+		return set_err(err, errlen, -EINVAL, "/dev/kvm speaks KVM API %d, moat needs %d", version,
 			    KVM_API_VERSION);
 	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IMMEDIATE_EXIT) <= 0)
-		return errf(err, errlen, -ENOTSUP, "this kernel's KVM lacks KVM_CAP_IMMEDIATE_EXIT (Linux 4.11+ needed)");
+		return set_err(err, errlen, -ENOTSUP, "this kernel's KVM lacks KVM_CAP_IMMEDIATE_EXIT (Linux 4.11+ needed)");
 	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (vm->run_size <= 0)
-		return errf(err, errlen, -errno, "KVM_GET_VCPU_MMAP_SIZE failed: %s", strerror(errno));
+		return set_err(err, errlen, -errno, "KVM_GET_VCPU_MMAP_SIZE failed: %s", strerror(errno));
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
 	if (vm->vm_fd < 0)
-		return errf(err, errlen, -errno, "cannot create a KVM VM: %s", strerror(errno));
+		return set_err(err, errlen, -errno, "cannot create a KVM VM: %s", strerror(errno));
 	return 0;
 }
 
@@ -202,13 +192,13 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 
 	r = event_loop_init(&vm->loop);
 	if (r)
-		return errf(err, errlen, r, "epoll_create1 failed: %s", strerror(-r));
+		return set_err(err, errlen, r, "epoll_create1 failed: %s", strerror(-r));
 	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->stop_efd < 0)
-		return errf(err, errlen, -errno, "eventfd failed: %s", strerror(errno));
+		return set_err(err, errlen, -errno, "eventfd failed: %s", strerror(errno));
 	r = event_loop_add(&vm->loop, vm->stop_efd, EPOLLIN, on_stop_event, vm);
 	if (r)
-		return errf(err, errlen, r, "epoll_ctl failed: %s", strerror(-r));
+		return set_err(err, errlen, r, "epoll_ctl failed: %s", strerror(-r));
 
 	r = vm_open_kvm(vm, err, errlen);
 	if (r)
@@ -218,12 +208,12 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 		return r;
 	r = gm_alloc(&vm->mem);
 	if (r)
-		return errf(err, errlen, r,
+		return set_err(err, errlen, r,
 			    "cannot allocate %llu MiB of guest memory: %s; choose a smaller --memory",
 			    (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
 	r = vm_map_memory(vm);
 	if (r)
-		return errf(err, errlen, r, "KVM_SET_USER_MEMORY_REGION failed: %s; choose a smaller --memory",
+		return set_err(err, errlen, r, "KVM_SET_USER_MEMORY_REGION failed: %s; choose a smaller --memory",
 			    strerror(-r));
 	r = arch_vm_init(vm, err, errlen);
 	if (r)
@@ -236,7 +226,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 		return r;
 	r = vm_create_vcpus(vm, cfg->cpus);
 	if (r)
-		return errf(err, errlen, r, "cannot create vCPU %u: %s", vm->nvcpus, strerror(-r));
+		return set_err(err, errlen, r, "cannot create vCPU %u: %s", vm->nvcpus, strerror(-r));
 	for (unsigned int i = 0; i < vm->nvcpus; i++) {
 		r = arch_vcpu_init(vm, &vm->vcpus[i], err, errlen);
 		if (r)

@@ -19,16 +19,6 @@
 #include "devices/serial.h"
 #include "vmm/vm.h"
 
-static int errf(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return ret;
-}
-
 static uint64_t low_ram_end(const struct vm *vm)
 {
 	return vm->cfg.mem_size < X86_MMIO_HOLE_START ? vm->cfg.mem_size : X86_MMIO_HOLE_START;
@@ -44,7 +34,7 @@ int arch_memory_layout(struct vm *vm, char *err, size_t errlen)
 	if (sysinfo(&si) == 0) {
 		uint64_t host = (uint64_t)si.totalram * si.mem_unit;
 		if (mem > host)
-			return errf(err, errlen, -ENOMEM,
+			return set_err(err, errlen, -ENOMEM,
 				    "--memory %lluM is more than this host's %lluM of RAM; choose a smaller --memory",
 				    (unsigned long long)(mem >> 20), (unsigned long long)(host >> 20));
 	}
@@ -52,7 +42,7 @@ int arch_memory_layout(struct vm *vm, char *err, size_t errlen)
 	if (!r && mem > low)
 		r = gm_add_region(&vm->mem, X86_MMIO_HOLE_END, mem - low);
 	if (r)
-		return errf(err, errlen, r, "bad memory layout for --memory %llu bytes", (unsigned long long)mem);
+		return set_err(err, errlen, r, "bad memory layout for --memory %llu bytes", (unsigned long long)mem);
 	return 0;
 }
 
@@ -63,17 +53,17 @@ int arch_vm_init(struct vm *vm, char *err, size_t errlen)
 	int r;
 
 	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)X86_TSS_ADDR) < 0)
-		return errf(err, errlen, -errno, "KVM_SET_TSS_ADDR failed: %s", strerror(errno));
+		return set_err(err, errlen, -errno, "KVM_SET_TSS_ADDR failed: %s", strerror(errno));
 	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0 &&
 	    ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
-		return errf(err, errlen, -errno, "KVM_SET_IDENTITY_MAP_ADDR failed: %s", strerror(errno));
+		return set_err(err, errlen, -errno, "KVM_SET_IDENTITY_MAP_ADDR failed: %s", strerror(errno));
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
-		return errf(err, errlen, -errno, "KVM_CREATE_IRQCHIP failed: %s", strerror(errno));
+		return set_err(err, errlen, -errno, "KVM_CREATE_IRQCHIP failed: %s", strerror(errno));
 	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
-		return errf(err, errlen, -errno, "KVM_CREATE_PIT2 failed: %s", strerror(errno));
+		return set_err(err, errlen, -errno, "KVM_CREATE_PIT2 failed: %s", strerror(errno));
 	r = x86_cpuid_supported(vm->kvm_fd, &vm->arch.cpuid);
 	if (r)
-		return errf(err, errlen, r, "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(-r));
+		return set_err(err, errlen, r, "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(-r));
 	return 0;
 }
 
@@ -89,7 +79,7 @@ int arch_add_devices(struct vm *vm, char *err, size_t errlen)
 	if (!r)
 		r = i8042_reset_create(vm, X86_I8042_CMD_PORT);
 	if (r)
-		return errf(err, errlen, r, "cannot add platform devices: %s", strerror(-r));
+		return set_err(err, errlen, r, "cannot add platform devices: %s", strerror(-r));
 	return 0;
 }
 
@@ -100,11 +90,11 @@ static int open_input(const char *path, const char *flag, uint64_t *size, char *
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0)
-		return errf(err, errlen, -errno, "cannot open %s '%s': %s; check the %s path", flag + 2, path,
+		return set_err(err, errlen, -errno, "cannot open %s '%s': %s; check the %s path", flag + 2, path,
 			    strerror(errno), flag);
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
 		close(fd);
-		return errf(err, errlen, -EINVAL, "%s '%s' is not a non-empty regular file; give the path of a file",
+		return set_err(err, errlen, -EINVAL, "%s '%s' is not a non-empty regular file; give the path of a file",
 			    flag, path);
 	}
 	*size = (uint64_t)st.st_size;
@@ -123,7 +113,7 @@ static int load_initrd(struct vm *vm, uint64_t kernel_end, uint32_t initrd_addr_
 	r = initrd_place(low_ram_end(vm), initrd_addr_max, kernel_end, *size, addr);
 	if (r) {
 		close(fd);
-		return errf(err, errlen, r,
+		return set_err(err, errlen, r,
 			    "initrd '%s' (%llu MiB) does not fit in guest memory next to the kernel; raise --memory",
 			    path, (unsigned long long)(*size >> 20));
 	}
@@ -131,7 +121,7 @@ static int load_initrd(struct vm *vm, uint64_t kernel_end, uint32_t initrd_addr_
 	r = gm_load_fd(&vm->mem, *addr, fd, 0, *size);
 	close(fd);
 	if (r)
-		return errf(err, errlen, r, "cannot read initrd '%s': %s", path, strerror(-r));
+		return set_err(err, errlen, r, "cannot read initrd '%s': %s", path, strerror(-r));
 	return 0;
 }
 
@@ -171,11 +161,11 @@ int arch_load_guest(struct vm *vm, char *err, size_t errlen)
 	if (r) {
 		close(fd);
 		if (r == -ENOTSUP)
-			return errf(err, errlen, r,
+			return set_err(err, errlen, r,
 				    "kernel '%s' has no 64-bit entry point (boot protocol < 2.12); use an x86_64 "
 				    "kernel",
 				    vm->cfg.kernel);
-		return errf(err, errlen, r,
+		return set_err(err, errlen, r,
 			    "kernel '%s' is not an x86 bzImage; give --kernel the vmlinuz/bzImage file",
 			    vm->cfg.kernel);
 	}
@@ -183,22 +173,22 @@ int arch_load_guest(struct vm *vm, char *err, size_t errlen)
 	kernel_end = bz.load_addr + (bz.hdr.init_size > bz.kernel_size ? bz.hdr.init_size : bz.kernel_size);
 	if (kernel_end > el.low_ram_end) {
 		close(fd);
-		return errf(err, errlen, -ENOMEM, "kernel '%s' needs %llu MiB of guest memory; raise --memory",
+		return set_err(err, errlen, -ENOMEM, "kernel '%s' needs %llu MiB of guest memory; raise --memory",
 			    vm->cfg.kernel, (unsigned long long)(kernel_end >> 20) + 1);
 	}
 	r = gm_load_fd(&vm->mem, bz.load_addr, fd, bz.setup_size, bz.kernel_size);
 	close(fd);
 	if (r)
-		return errf(err, errlen, r, "cannot read kernel '%s': %s", vm->cfg.kernel, strerror(-r));
+		return set_err(err, errlen, r, "cannot read kernel '%s': %s", vm->cfg.kernel, strerror(-r));
 
 	bl.cmdline_len = (uint32_t)strlen(vm->cfg.cmdline);
 	if (bl.cmdline_len + 1 > X86_CMDLINE_MAX ||
 	    (bz.hdr.cmdline_size && bl.cmdline_len > bz.hdr.cmdline_size))
-		return errf(err, errlen, -E2BIG, "--cmdline is %u bytes; this kernel accepts at most %u",
+		return set_err(err, errlen, -E2BIG, "--cmdline is %u bytes; this kernel accepts at most %u",
 			    bl.cmdline_len, bz.hdr.cmdline_size);
 	r = gm_write(&vm->mem, X86_CMDLINE_ADDR, vm->cfg.cmdline, bl.cmdline_len + 1);
 	if (r)
-		return errf(err, errlen, r, "cannot write the command line to guest memory");
+		return set_err(err, errlen, r, "cannot write the command line to guest memory");
 	if (vm->cfg.initrd) {
 		r = load_initrd(vm, kernel_end, bz.hdr.initrd_addr_max, &bl.initrd_addr, &bl.initrd_size, err,
 				errlen);
@@ -209,7 +199,7 @@ int arch_load_guest(struct vm *vm, char *err, size_t errlen)
 	acpi_buf = gm_ptr(&vm->mem, X86_ACPI_START, X86_ACPI_SIZE);
 	used = acpi_buf ? acpi_build_tables(&acpi, acpi_buf, X86_ACPI_SIZE, X86_ACPI_START, &bl.rsdp_addr) : -EFAULT;
 	if (used < 0)
-		return errf(err, errlen, (int)used, "cannot build ACPI tables: %s", strerror((int)-used));
+		return set_err(err, errlen, (int)used, "cannot build ACPI tables: %s", strerror((int)-used));
 	vm->arch.rsdp_addr = bl.rsdp_addr;
 
 	bp = gm_ptr(&vm->mem, X86_ZERO_PAGE_ADDR, sizeof(*bp));
@@ -218,7 +208,7 @@ int arch_load_guest(struct vm *vm, char *err, size_t errlen)
 		r = x86_setup_boot_tables(&vm->mem);
 	vm->arch.kernel_entry = bz.load_addr + 0x200; /* startup_64 */
 	if (r)
-		return errf(err, errlen, r, "cannot write boot data: %s", strerror(-r));
+		return set_err(err, errlen, r, "cannot write boot data: %s", strerror(-r));
 	log_debug(&vm->log, "kernel at 0x%llx (%llu bytes), initrd at 0x%llx (%llu bytes), RSDP at 0x%llx",
 		  (unsigned long long)bz.load_addr, (unsigned long long)bz.kernel_size, (unsigned long long)bl.initrd_addr,
 		  (unsigned long long)bl.initrd_size, (unsigned long long)bl.rsdp_addr);
@@ -231,7 +221,7 @@ int arch_vcpu_init(struct vm *vm, struct vcpu *vcpu, char *err, size_t errlen)
 			       vm->arch.kernel_entry, X86_ZERO_PAGE_ADDR);
 
 	if (r)
-		return errf(err, errlen, r, "cannot set up vCPU %u: %s", vcpu->id, strerror(-r));
+		return set_err(err, errlen, r, "cannot set up vCPU %u: %s", vcpu->id, strerror(-r));
 	return 0;
 }
 
