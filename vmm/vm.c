@@ -34,6 +34,11 @@ int vm_open_kvm(struct vm *vm, char *err, size_t errlen)
 		return set_err(err, errlen, -e, "cannot open /dev/kvm: %s", strerror(e));
 	}
 	version = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (version < 0)
+		return set_err(err, errlen, -errno,
+			       "/dev/kvm does not answer KVM_GET_API_VERSION (%s): it is not a KVM device; check "
+			       "that the kvm module created it (ls -l /dev/kvm shows char device 10,232)",
+			       strerror(errno));
 	if (version != KVM_API_VERSION)
 		return set_err(err, errlen, -EINVAL, "/dev/kvm speaks KVM API %d, moat needs %d", version,
 			    KVM_API_VERSION);
