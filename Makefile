@@ -7,7 +7,7 @@ BUILD    ?= build
 CC       ?= gcc
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -I. -I$(ARCH_DIR) -MMD -MP -pthread
-LDLIBS   += -pthread
+LDLIBS   += -pthread -lseccomp -lcap-ng
 
 ifeq ($(ARCH),x86_64)
 ARCH_DIR := arch/x86

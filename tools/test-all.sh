@@ -38,8 +38,10 @@ for st in "${STAGES[@]}"; do
 	# Criterion: "[====] Synthesis: Tested: X | Passing: Y | Failing: Z | Crashing: W"
 	syn=$(grep -E 'Synthesis: Tested: [0-9]+' <<<"$clean" | tail -n 1 || true)
 	if [ -n "$syn" ]; then
+		# Crashing tests are also counted in Failing: failed = Tested - Passing.
 		p=$(sed -nE 's/.*Passing: ([0-9]+).*/\1/p' <<<"$syn")
-		f=$(sed -nE 's/.*Failing: ([0-9]+).*Crashing: ([0-9]+).*/\1 \2/p' <<<"$syn" | awk '{ print $1 + $2 }')
+		f=$(sed -nE 's/.*Tested: ([0-9]+).*/\1/p' <<<"$syn")
+		f=$((f - p))
 	fi
 	# The e2e harness: "N passed, N failed"
 	if [ -z "$p" ]; then

@@ -22,6 +22,9 @@ static const char usage[] =
 	"  --console MODE       stdio | file:PATH | none                           [default: stdio]\n"
 	"  --timeout SECONDS    stop the guest after SECONDS and exit with 124     [default: none]\n"
 	"  --log-level LEVEL    error | warn | info | debug                        [default: warn]\n"
+	"  --seccomp MODE       on | log | off: per-thread syscall allow-lists and [default: on]\n"
+	"                       no capabilities; on kills moat on a forbidden syscall, log only\n"
+	"                       logs it (audit/dmesg), off runs unsandboxed (for debugging)\n"
 	"  -h, --help           show this help\n"
 	"  -V, --version        show the version\n"
 	"\n"
@@ -71,6 +74,7 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 	cfg->mem_size = 512ull << 20;
 	cfg->console = CONSOLE_STDIO;
 	cfg->log_level = LOG_WARN;
+	cfg->seccomp = SECCOMP_KILL;
 	*action = CLI_RUN;
 
 	for (int i = 1; i < argc; i++) {
@@ -108,7 +112,7 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 		}
 
 		static const char *const known[] = { "--kernel", "--initrd", "--cmdline", "--cpus", "--memory",
-						      "--console", "--timeout", "--log-level" };
+						      "--console", "--timeout", "--log-level", "--seccomp" };
 		int k = -1;
 		for (unsigned int j = 0; j < sizeof(known) / sizeof(known[0]); j++)
 			if (!strcmp(name, known[j]))
@@ -172,6 +176,16 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 			if (log_parse_level(val, &cfg->log_level))
 				return fail(err, errlen, "--log-level '%s' is not one of error, warn, info, debug",
 					    val);
+			break;
+		case 8:
+			if (!strcmp(val, "on"))
+				cfg->seccomp = SECCOMP_KILL;
+			else if (!strcmp(val, "log"))
+				cfg->seccomp = SECCOMP_LOG;
+			else if (!strcmp(val, "off"))
+				cfg->seccomp = SECCOMP_OFF;
+			else
+				return fail(err, errlen, "--seccomp '%s' is not one of on, log, off", val);
 			break;
 		}
 	}

@@ -8,6 +8,10 @@
 
 enum console_mode { CONSOLE_STDIO, CONSOLE_FILE, CONSOLE_NONE };
 
+/* --seccomp: on (SECCOMP_KILL, the CLI default), log, off. Zero is off so that a zeroed config (the
+ * host-KVM tests build VMs without the CLI) never sandboxes a test runner by surprise. */
+enum seccomp_mode { SECCOMP_OFF = 0, SECCOMP_KILL, SECCOMP_LOG };
+
 #define MOAT_MAX_CPUS 64
 #define MOAT_DEFAULT_CMDLINE "console=ttyS0 panic=-1"
 
@@ -21,6 +25,7 @@ struct vm_config {
 	const char *console_path; /* CONSOLE_FILE */
 	unsigned int timeout_s;   /* 0: no timeout */
 	enum log_level log_level;
+	enum seccomp_mode seccomp;
 };
 
 /* Exit statuses, documented in --help and README.md. */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "vmm/cli.h"
+#include "vmm/sandbox.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
@@ -162,6 +163,22 @@ int main(int argc, char **argv)
 	}
 	if (cfg.console == CONSOLE_STDIO)
 		tty_setup(&tty, STDIN_FILENO);
+
+	/*
+	 * --- sandbox: every fd is open (console, KVM, memfd, epoll, eventfd, signalfd, timerfd), no other
+	 * thread exists yet: drop every capability here so the vCPU threads start without any. The seccomp
+	 * filters go on per thread: vcpu_start() applies the main thread's after the last vCPU thread is
+	 * cloned, and each vCPU thread applies its own before its first KVM_RUN.
+	 */
+	if (cfg.seccomp == SECCOMP_OFF) {
+		fprintf(stderr, "moat: WARNING: --seccomp off: running WITHOUT the sandbox (no syscall filter, "
+				"capabilities kept); a guest that compromises moat gets everything moat can do\n");
+	} else if (sandbox_drop_caps(&vm.log)) {
+		tty_restore(&tty);
+		vm_destroy(&vm);
+		return MOAT_EXIT_ERROR;
+	}
+	/* --- end sandbox --- */
 
 	why = vm_run(&vm);
 	tty_restore(&tty);

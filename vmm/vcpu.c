@@ -1,5 +1,7 @@
 #include "vmm/vcpu.h"
 
+#include "vmm/sandbox.h"
+
 #include <errno.h>
 #include <linux/kvm.h>
 #include <signal.h>
@@ -137,6 +139,18 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	/* --- sandbox: the vCPU allow-list goes on before the first KVM_RUN --- */
+	{
+		int r = sandbox_apply(THREAD_VCPU, vcpu->vm->cfg.seccomp, NULL);
+		if (r) {
+			vm_request_stop(vcpu->vm, VM_STOP_ERROR,
+					"vCPU %u: cannot apply the seccomp sandbox: %s; rerun with --seccomp off to "
+					"debug (this runs the guest unsandboxed)",
+					vcpu->id, strerror(-r));
+			return NULL;
+		}
+	}
+	/* --- end sandbox --- */
 	vcpu_run_loop(vcpu);
 	return NULL;
 }

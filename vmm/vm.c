@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "vmm/sandbox.h"
 #include "vmm/vcpu.h"
 
 int vm_open_kvm(struct vm *vm, char *err, size_t errlen)
@@ -94,12 +95,26 @@ int vm_create_vcpus(struct vm *vm, unsigned int n)
 
 int vm_start_vcpus(struct vm *vm)
 {
+	int r;
+
 	for (unsigned int i = 0; i < vm->nvcpus; i++) {
-		int r = vcpu_start(&vm->vcpus[i]);
+		r = vcpu_start(&vm->vcpus[i]);
 		if (r)
 			return r;
 	}
-	return 0;
+	/*
+	 * The main thread's allow-list goes on once the last vCPU thread is cloned, not earlier: a
+	 * filter is inherited by threads cloned later and stacks with theirs, so the vCPU threads would
+	 * need the main thread's syscalls allowed as well. Until then the main thread handles no guest
+	 * input: it is here, not in the event loop.
+	 */
+	r = sandbox_apply(THREAD_MAIN, vm->cfg.seccomp, NULL);
+	if (r)
+		vm_request_stop(vm, VM_STOP_ERROR,
+				"cannot apply the seccomp sandbox to the main thread: %s; rerun with --seccomp off to "
+				"debug (this runs the guest unsandboxed)",
+				strerror(-r));
+	return r;
 }
 
 void vm_stop_vcpus(struct vm *vm)

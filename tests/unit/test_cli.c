@@ -111,3 +111,48 @@ Test(cli, bad_values_name_the_problem)
 			  cases[i].msg);
 	}
 }
+
+Test(cli, seccomp_defaults_to_on)
+{
+	struct vm_config c;
+	enum cli_action a;
+	char err[256];
+
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k"), 0, "%s", err);
+	cr_assert_eq(c.seccomp, SECCOMP_KILL);
+	cr_assert(strstr(cli_usage(), "--seccomp"), "--seccomp is documented in --help");
+}
+
+Test(cli, seccomp_modes_both_spellings)
+{
+	struct vm_config c;
+	enum cli_action a;
+	char err[256];
+
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--seccomp", "log"), 0, "%s", err);
+	cr_assert_eq(c.seccomp, SECCOMP_LOG);
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--seccomp=off"), 0, "%s", err);
+	cr_assert_eq(c.seccomp, SECCOMP_OFF);
+	cr_assert_eq(PARSE(&c, &a, err, "--seccomp", "on", "--kernel", "/k"), 0, "%s", err);
+	cr_assert_eq(c.seccomp, SECCOMP_KILL);
+}
+
+Test(cli, seccomp_bad_value_names_the_problem)
+{
+	static const struct bad_case cases[] = {
+		{ { "--kernel", "/k", "--seccomp", "yes" }, 4, "--seccomp 'yes' is not one of on, log, off" },
+		{ { "--kernel", "/k", "--seccomp", "" }, 4, "--seccomp" },
+		{ { "--kernel", "/k", "--seccomp" }, 3, "needs a value" },
+	};
+
+	for (unsigned int i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct vm_config c;
+		enum cli_action a;
+		char err[256] = "";
+		int r = parse(cases[i].args, cases[i].n, &c, &a, err);
+
+		cr_assert_neq(r, 0, "case %u should fail", i);
+		cr_assert(strstr(err, cases[i].msg), "case %u: message '%s' should mention '%s'", i, err,
+			  cases[i].msg);
+	}
+}

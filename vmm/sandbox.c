@@ -1,0 +1,353 @@
+/*
+ * seccomp allow-lists per thread kind (libseccomp) and the capability drop (libcap-ng).
+ *
+ * What a forbidden syscall does under --seccomp on: SECCOMP_RET_TRAP, not SECCOMP_RET_KILL_PROCESS.
+ * KILL_PROCESS is the stronger action: the kernel kills every thread at once and nothing in the
+ * process can intervene. TRAP delivers SIGSYS to the offending thread, whose handler writes one line
+ * naming the thread kind and the syscall and calls _exit(1); until then the other threads run on,
+ * and a compromised process could in principle interfere with the handler. We take TRAP because a
+ * user (or a CI log) gets a message saying what happened instead of a bare "Bad system call", and the
+ * subversion paths are closed off: the handler uses constant data only (the thread kind arrives in the
+ * SIGSYS siginfo as SECCOMP_RET_DATA, patched into the filter below), rt_sigaction and sigaltstack are
+ * not in any allow-list (no one can replace the handler once a filter is on), blocking SIGSYS does not
+ * help (the kernel forces a blocked or ignored SIGSYS to its default action, which kills the process),
+ * and the handler's own syscalls (write, exit_group) are ones every thread may already make. The
+ * filters also carry SECCOMP_FILTER_FLAG_LOG, so the kernel logs the trap to audit/dmesg too.
+ */
+#include "vmm/sandbox.h"
+
+#include <cap-ng.h>
+#include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/kvm.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <termios.h>
+#include <unistd.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* One allow rule: the syscall, and at most one argument comparison (argc 0: any arguments). */
+struct sandbox_rule {
+	int nr;
+	unsigned int argc;
+	struct scmp_arg_cmp arg;
+};
+
+#define ALLOW(name) { .nr = __NR_##name }
+#define ALLOW_ARG(name, idx, cmp, a, b)                                                              \
+	{ .nr = __NR_##name, .argc = 1, .arg = { .arg = (idx), .op = (cmp), .datum_a = (a), .datum_b = (b) } }
+#define ALLOW_IOCTL(req)  ALLOW_ARG(ioctl, 1, SCMP_CMP_EQ, (req), 0)
+/* mmap/mprotect never with PROT_EXEC: nothing in moat makes code at run time. */
+#define ALLOW_NOEXEC(name) ALLOW_ARG(name, 2, SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)
+
+/* What glibc and moat's common code (logging, stop requests, malloc) need on every thread. */
+static const struct sandbox_rule base_rules[] = {
+	ALLOW(write),           /* log lines, console output, eventfd kicks (vm_request_stop) */
+	ALLOW(futex),           /* mutexes, pthread_join */
+	ALLOW(clock_gettime),   /* log timestamps, when the vDSO falls back to the syscall */
+	ALLOW(gettimeofday),
+	ALLOW(rt_sigreturn),    /* return from the vCPU kick handler */
+	ALLOW(rt_sigprocmask),  /* glibc blocks signals around pthread_kill and thread exit */
+	ALLOW(restart_syscall),
+	ALLOW_NOEXEC(mmap),     /* malloc */
+	ALLOW_NOEXEC(mprotect), /* malloc arenas */
+	ALLOW(munmap),
+	ALLOW(brk),
+	ALLOW(madvise),         /* free(), thread exit releases its stack */
+	ALLOW(exit),            /* thread exit */
+	ALLOW(exit_group),      /* process exit, also from the SIGSYS handler */
+};
+
+/* The main thread once the vCPU threads run: event loop, signalfd, timerfd, console input, shutdown. */
+static const struct sandbox_rule main_rules[] = {
+	ALLOW(epoll_wait),
+	ALLOW(epoll_pwait),
+	ALLOW_ARG(epoll_ctl, 1, SCMP_CMP_EQ, EPOLL_CTL_DEL, 0), /* console input hit EOF */
+	ALLOW(read),            /* signalfd, timerfd, eventfd, console input */
+	ALLOW(close),           /* vm_destroy */
+	ALLOW(getpid),          /* pthread_kill */
+	ALLOW_ARG(tgkill, 2, SCMP_CMP_EQ, SIGUSR1, 0), /* vcpu_kick: only the kick signal */
+	ALLOW_IOCTL(KVM_IRQ_LINE), /* the UART's interrupt on console input */
+	ALLOW_IOCTL(TCGETS),    /* restoring the terminal */
+	ALLOW_IOCTL(TCSETS),
+	ALLOW_IOCTL(TCSETSW),
+	ALLOW_IOCTL(TCSETSF),
+};
+
+/* vCPU threads: KVM_RUN and the devices behind exits (the UART raises its IRQ on the VM fd). */
+static const struct sandbox_rule vcpu_rules[] = {
+	ALLOW_IOCTL(KVM_RUN),
+	ALLOW_IOCTL(KVM_IRQ_LINE),
+};
+
+struct sandbox_policy {
+	const char *name;
+	const struct sandbox_rule *rules;
+	size_t nrules;
+};
+
+static const struct sandbox_policy policies[THREAD_KIND_COUNT] = {
+	[THREAD_MAIN] = { "main", main_rules, ARRAY_SIZE(main_rules) },
+	[THREAD_VCPU] = { "vcpu", vcpu_rules, ARRAY_SIZE(vcpu_rules) },
+};
+
+const char *sandbox_thread_kind_name(enum thread_kind kind)
+{
+	return (unsigned int)kind < THREAD_KIND_COUNT ? policies[kind].name : "unknown";
+}
+
+static int add_rules(scmp_filter_ctx ctx, const struct sandbox_rule *rules, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int r = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, rules[i].nr, rules[i].argc,
+					       rules[i].argc ? &rules[i].arg : NULL);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+int sandbox_filter_build(enum thread_kind kind, enum seccomp_mode mode, scmp_filter_ctx *out)
+{
+	scmp_filter_ctx ctx;
+	uint32_t def;
+	int r;
+
+	*out = NULL;
+	if ((unsigned int)kind >= THREAD_KIND_COUNT)
+		return -EINVAL;
+	switch (mode) {
+	case SECCOMP_OFF:
+		return 0;
+	case SECCOMP_KILL:
+		def = SCMP_ACT_TRAP; /* see the comment at the top of this file */
+		break;
+	case SECCOMP_LOG:
+		def = SCMP_ACT_LOG;
+		break;
+	default:
+		return -EINVAL;
+	}
+	ctx = seccomp_init(def);
+	if (!ctx)
+		return -ENOMEM;
+	/* A syscall of another ABI (i386 int 0x80, x32) is never legitimate here. */
+	r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+	if (!r)
+		r = add_rules(ctx, base_rules, ARRAY_SIZE(base_rules));
+	if (!r)
+		r = add_rules(ctx, policies[kind].rules, policies[kind].nrules);
+	if (r) {
+		seccomp_release(ctx);
+		return r < 0 ? r : -EINVAL;
+	}
+	*out = ctx;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ SIGSYS report */
+
+static const struct {
+	int nr;
+	const char *name;
+} syscall_names[] = {
+	{ __NR_execve, "execve" },       { __NR_execveat, "execveat" },   { __NR_socket, "socket" },
+	{ __NR_connect, "connect" },     { __NR_bind, "bind" },           { __NR_ptrace, "ptrace" },
+	{ __NR_open, "open" },           { __NR_openat, "openat" },       { __NR_clone, "clone" },
+	{ __NR_clone3, "clone3" },       { __NR_fork, "fork" },           { __NR_vfork, "vfork" },
+	{ __NR_kill, "kill" },           { __NR_tgkill, "tgkill" },       { __NR_ioctl, "ioctl" },
+	{ __NR_mmap, "mmap" },           { __NR_mprotect, "mprotect" },   { __NR_read, "read" },
+	{ __NR_rt_sigaction, "rt_sigaction" },                           { __NR_prctl, "prctl" },
+	{ __NR_newfstatat, "newfstatat" }, { __NR_fstat, "fstat" },      { __NR_getpid, "getpid" },
+	{ __NR_gettid, "gettid" },       { __NR_close, "close" },         { __NR_epoll_ctl, "epoll_ctl" },
+	{ __NR_sched_yield, "sched_yield" }, { __NR_nanosleep, "nanosleep" },
+	{ __NR_clock_nanosleep, "clock_nanosleep" },                     { __NR_getrandom, "getrandom" },
+	{ __NR_rseq, "rseq" },           { __NR_set_robust_list, "set_robust_list" },
+	{ __NR_sigaltstack, "sigaltstack" }, { __NR_seccomp, "seccomp" }, { __NR_capset, "capset" },
+	{ __NR_setuid, "setuid" },       { __NR_mount, "mount" },         { __NR_unshare, "unshare" },
+};
+
+static size_t put_str(char *buf, size_t at, size_t cap, const char *s)
+{
+	while (*s && at < cap)
+		buf[at++] = *s++;
+	return at;
+}
+
+static size_t put_uint(char *buf, size_t at, size_t cap, unsigned long v)
+{
+	char tmp[24];
+	size_t n = 0;
+
+	do
+		tmp[n++] = (char)('0' + v % 10);
+	while ((v /= 10) && n < sizeof(tmp));
+	while (n && at < cap)
+		buf[at++] = tmp[--n];
+	return at;
+}
+
+/* Async-signal-safe: constant data, a stack buffer, write(2) and _exit(2). */
+static void sigsys_handler(int sig, siginfo_t *si, void *uctx)
+{
+	char buf[160];
+	size_t n = 0;
+	int nr = si->si_syscall;
+	unsigned int kind = (unsigned int)si->si_errno; /* SECCOMP_RET_DATA: the thread kind */
+	const char *name = NULL;
+
+	(void)sig;
+	(void)uctx;
+	for (size_t i = 0; i < ARRAY_SIZE(syscall_names); i++)
+		if (syscall_names[i].nr == nr)
+			name = syscall_names[i].name;
+	n = put_str(buf, n, sizeof(buf), "moat: seccomp: thread ");
+	n = put_str(buf, n, sizeof(buf), kind < THREAD_KIND_COUNT ? policies[kind].name : "unknown");
+	n = put_str(buf, n, sizeof(buf), " made forbidden syscall ");
+	n = put_uint(buf, n, sizeof(buf), (unsigned long)(unsigned int)nr);
+	n = put_str(buf, n, sizeof(buf), " (");
+	n = put_str(buf, n, sizeof(buf), name ? name : "see ausyscall --dump");
+	n = put_str(buf, n, sizeof(buf), "); exiting (rerun with --seccomp log to list every missing syscall)\n");
+	if (write(STDERR_FILENO, buf, n) < 0)
+		_exit(1);
+	_exit(1);
+}
+
+static int install_sigsys_handler(void)
+{
+	struct sigaction sa;
+	sigset_t set;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = sigsys_handler;
+	sa.sa_flags = SA_SIGINFO;
+	sigfillset(&sa.sa_mask);
+	if (sigaction(SIGSYS, &sa, NULL) < 0)
+		return -errno;
+	sigemptyset(&set);
+	sigaddset(&set, SIGSYS);
+	return -pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+/* ------------------------------------------------------------------ loading */
+
+/*
+ * libseccomp 2.5 accepts no data with SCMP_ACT_TRAP, so export the program and patch the thread kind
+ * into the low 16 bits (SECCOMP_RET_DATA) of every TRAP return; the SIGSYS handler finds it in si_errno.
+ */
+static int load_filter(scmp_filter_ctx ctx, enum thread_kind kind, enum seccomp_mode mode)
+{
+	struct sock_filter *insns = NULL;
+	struct sock_fprog prog;
+	struct stat st;
+	int fd, r = 0;
+
+	fd = memfd_create("moat-seccomp", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	r = seccomp_export_bpf(ctx, fd);
+	if (r)
+		goto out;
+	if (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size % (off_t)sizeof(*insns) ||
+	    st.st_size / (off_t)sizeof(*insns) > BPF_MAXINSNS) {
+		r = -EINVAL;
+		goto out;
+	}
+	insns = malloc((size_t)st.st_size);
+	if (!insns) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (pread(fd, insns, (size_t)st.st_size, 0) != st.st_size) {
+		r = -EIO;
+		goto out;
+	}
+	close(fd); /* before the filter is on: close is not in every allow-list */
+	fd = -1;
+	prog.len = (unsigned short)(st.st_size / (off_t)sizeof(*insns));
+	prog.filter = insns;
+	for (unsigned int i = 0; i < prog.len; i++)
+		if (insns[i].code == (BPF_RET | BPF_K) && insns[i].k == SECCOMP_RET_TRAP)
+			insns[i].k = SECCOMP_RET_TRAP | ((uint32_t)kind & SECCOMP_RET_DATA);
+	if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER,
+		    mode == SECCOMP_KILL ? SECCOMP_FILTER_FLAG_LOG : 0u, &prog) < 0)
+		r = -errno;
+out:
+	free(insns);
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+int sandbox_apply(enum thread_kind kind, enum seccomp_mode mode, const struct log *log)
+{
+	scmp_filter_ctx ctx;
+	int r;
+
+	if (mode == SECCOMP_OFF)
+		return 0;
+	r = sandbox_filter_build(kind, mode, &ctx);
+	if (r) {
+		log_error(log, "cannot build the seccomp filter of the %s thread: %s; rerun with --seccomp off to "
+			       "debug", sandbox_thread_kind_name(kind), strerror(-r));
+		return r;
+	}
+	if (mode == SECCOMP_KILL) {
+		r = install_sigsys_handler();
+		if (r) {
+			log_error(log, "cannot install the SIGSYS handler: %s", strerror(-r));
+			goto out;
+		}
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		r = -errno;
+		log_error(log, "cannot set no_new_privs: %s; rerun with --seccomp off to debug", strerror(-r));
+		goto out;
+	}
+	r = load_filter(ctx, kind, mode);
+	if (r)
+		log_error(log, "cannot load the seccomp filter of the %s thread: %s (does this kernel have "
+			       "CONFIG_SECCOMP_FILTER?); rerun with --seccomp off to run without the sandbox",
+			  sandbox_thread_kind_name(kind), strerror(-r));
+out:
+	seccomp_release(ctx);
+	return r;
+}
+
+/* ------------------------------------------------------------------ capabilities */
+
+int sandbox_drop_caps(const struct log *log)
+{
+	int set = CAPNG_SELECT_CAPS | CAPNG_SELECT_AMBIENT;
+	int r;
+
+	if (capng_get_caps_process() < 0) {
+		log_error(log, "cannot read this process's capabilities (libcap-ng); is /proc mounted?");
+		return -EIO;
+	}
+	/* Dropping from the bounding set needs CAP_SETPCAP; an unprivileged user has nothing to drop there. */
+	if (capng_have_capability(CAPNG_EFFECTIVE, CAP_SETPCAP))
+		set |= CAPNG_SELECT_BOUNDS;
+	capng_clear((capng_select_t)set);
+	r = capng_apply((capng_select_t)set);
+	if (r < 0) {
+		log_error(log, "cannot drop capabilities (libcap-ng error %d); rerun with --seccomp off to debug", r);
+		return -EPERM;
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		r = -errno;
+		log_error(log, "cannot set no_new_privs: %s", strerror(-r));
+		return r;
+	}
+	return 0;
+}

@@ -1,0 +1,43 @@
+/*
+ * The sandbox: one seccomp allow-list per kind of thread, and dropping every capability.
+ *
+ * Filters are per thread (never TSYNC) and are inherited by threads cloned afterwards, where they stack
+ * with the new thread's own filter. So a thread kind's filter goes on after that thread has created
+ * every thread it will ever create: vCPU threads apply THREAD_VCPU first thing in their body, and the
+ * main thread applies THREAD_MAIN right after cloning the last vCPU thread (vcpu_start()).
+ * Capabilities are per thread too: drop them in main before any other thread is created.
+ */
+#ifndef MOAT_SANDBOX_H
+#define MOAT_SANDBOX_H
+
+#include <seccomp.h>
+
+#include "vmm/config.h"
+#include "vmm/log.h"
+
+/* Adding a kind of thread: add it here and give it a rule table in vmm/sandbox.c. */
+enum thread_kind {
+	THREAD_MAIN, /* event loop, signals, timeout, console input, shutdown */
+	THREAD_VCPU, /* KVM_RUN and the devices behind port I/O and MMIO exits */
+	THREAD_KIND_COUNT,
+};
+
+const char *sandbox_thread_kind_name(enum thread_kind kind);
+
+/*
+ * Build the allow-list of a thread kind. mode SECCOMP_KILL: anything else traps (SIGSYS, one line on
+ * stderr, exit status 1); SECCOMP_LOG: anything else is allowed and logged by the kernel;
+ * SECCOMP_OFF: *out = NULL. Returns 0 or -errno; the caller releases *out with seccomp_release().
+ */
+int sandbox_filter_build(enum thread_kind kind, enum seccomp_mode mode, scmp_filter_ctx *out)
+	__attribute__((warn_unused_result));
+
+/* Set no_new_privs and load the kind's filter on the calling thread only. 0 or -errno (logged). */
+int sandbox_apply(enum thread_kind kind, enum seccomp_mode mode, const struct log *log)
+	__attribute__((warn_unused_result));
+
+/* Drop every capability (effective, permitted, inheritable, ambient; bounding set when allowed) of the
+ * calling thread and set no_new_privs. Call after every fd is open, before creating threads. */
+int sandbox_drop_caps(const struct log *log) __attribute__((warn_unused_result));
+
+#endif
