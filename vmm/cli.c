@@ -25,6 +25,7 @@ static const char usage[] =
 	"  --seccomp MODE       on | log | off: per-thread syscall allow-lists and [default: on]\n"
 	"                       no capabilities; on kills moat on a forbidden syscall, log only\n"
 	"                       logs it (audit/dmesg), off runs unsandboxed (for debugging)\n"
+	"  --user UID[:GID]     after setup, run as this numeric user (and group)  [default: stay]\n"
 	"  -h, --help           show this help\n"
 	"  -V, --version        show the version\n"
 	"\n"
@@ -112,7 +113,7 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 		}
 
 		static const char *const known[] = { "--kernel", "--initrd", "--cmdline", "--cpus", "--memory",
-						      "--console", "--timeout", "--log-level", "--seccomp" };
+						      "--console", "--timeout", "--log-level", "--seccomp", "--user" };
 		int k = -1;
 		for (unsigned int j = 0; j < sizeof(known) / sizeof(known[0]); j++)
 			if (!strcmp(name, known[j]))
@@ -187,6 +188,29 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 			else
 				return fail(err, errlen, "--seccomp '%s' is not one of on, log, off", val);
 			break;
+		case 9: {
+			char *end;
+			unsigned long u, g;
+
+			errno = 0;
+			u = strtoul(val, &end, 10);
+			if (errno || end == val || *val == '-' || (*end && *end != ':') || u >= (unsigned long)(uid_t)-1)
+				return fail(err, errlen, "--user '%s' is not UID or UID:GID (numbers, e.g. 65534:65534)",
+					    val);
+			cfg->uid = (uid_t)u;
+			cfg->switch_user = true;
+			if (*end == ':') {
+				const char *gs = end + 1;
+				errno = 0;
+				g = strtoul(gs, &end, 10);
+				if (errno || end == gs || *gs == '-' || *end || g >= (unsigned long)(gid_t)-1)
+					return fail(err, errlen,
+						    "--user '%s' is not UID or UID:GID (numbers, e.g. 65534:65534)", val);
+				cfg->gid = (gid_t)g;
+				cfg->gid_given = true;
+			}
+			break;
+		}
 		}
 	}
 	if (!cfg->kernel)

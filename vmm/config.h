@@ -2,7 +2,9 @@
 #ifndef MOAT_CONFIG_H
 #define MOAT_CONFIG_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "vmm/log.h"
 
@@ -26,6 +28,10 @@ struct vm_config {
 	unsigned int timeout_s;   /* 0: no timeout */
 	enum log_level log_level;
 	enum seccomp_mode seccomp;
+	bool switch_user;         /* --user given */
+	uid_t uid;
+	gid_t gid;                /* --user UID:GID, or UID's primary group, resolved by main() */
+	bool gid_given;
 };
 
 /* Exit statuses, documented in --help and README.md. */

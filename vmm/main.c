@@ -1,6 +1,7 @@
 /* moat: boot a Linux guest on KVM. Only main() decides to exit. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -170,6 +171,19 @@ int main(int argc, char **argv)
 	 * filters go on per thread: vcpu_start() applies the main thread's after the last vCPU thread is
 	 * cloned, and each vCPU thread applies its own before its first KVM_RUN.
 	 */
+	if (cfg.switch_user) {
+		struct passwd *pw;
+
+		/* Without an explicit group, the user's primary group, else the group of the same number. */
+		if (!cfg.gid_given)
+			cfg.gid = (pw = getpwuid(cfg.uid)) ? pw->pw_gid : (gid_t)cfg.uid;
+		if (sandbox_switch_user(cfg.uid, cfg.gid, &vm.log)) {
+			tty_restore(&tty);
+			vm_destroy(&vm);
+			return MOAT_EXIT_ERROR;
+		}
+		log_info(&vm.log, "running as user %u, group %u", (unsigned int)cfg.uid, (unsigned int)cfg.gid);
+	}
 	if (cfg.seccomp == SECCOMP_OFF) {
 		fprintf(stderr, "moat: WARNING: --seccomp off: running WITHOUT the sandbox (no syscall filter, "
 				"capabilities kept); a guest that compromises moat gets everything moat can do\n");

@@ -351,3 +351,33 @@ int sandbox_drop_caps(const struct log *log)
 	}
 	return 0;
 }
+
+int sandbox_switch_user(uid_t uid, gid_t gid, const struct log *log)
+{
+	int r;
+
+	if (capng_get_caps_process() < 0) {
+		log_error(log, "cannot read this process's capabilities (libcap-ng); is /proc mounted?");
+		return -EIO;
+	}
+	capng_clear(CAPNG_SELECT_BOTH);
+	r = capng_change_id((int)uid, (int)gid, CAPNG_DROP_SUPP_GRP | CAPNG_CLEAR_BOUNDING);
+	if (r < 0) {
+		log_error(log,
+			  "cannot switch to user %u, group %u (libcap-ng error %d): --user needs moat to start as "
+			  "root or with CAP_SETUID and CAP_SETGID",
+			  (unsigned int)uid, (unsigned int)gid, r);
+		return -EPERM;
+	}
+	if (getuid() != uid || geteuid() != uid || getgid() != gid || getegid() != gid) {
+		log_error(log, "switching to user %u, group %u did not take effect", (unsigned int)uid,
+			  (unsigned int)gid);
+		return -EPERM;
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		r = -errno;
+		log_error(log, "cannot set no_new_privs: %s", strerror(-r));
+		return r;
+	}
+	return 0;
+}

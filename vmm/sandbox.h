@@ -4,7 +4,7 @@
  * Filters are per thread (never TSYNC) and are inherited by threads cloned afterwards, where they stack
  * with the new thread's own filter. So a thread kind's filter goes on after that thread has created
  * every thread it will ever create: vCPU threads apply THREAD_VCPU first thing in their body, and the
- * main thread applies THREAD_MAIN right after cloning the last vCPU thread (vcpu_start()).
+ * main thread applies THREAD_MAIN right after cloning the last vCPU thread (vm_start_vcpus()).
  * Capabilities are per thread too: drop them in main before any other thread is created.
  */
 #ifndef MOAT_SANDBOX_H
@@ -39,5 +39,11 @@ int sandbox_apply(enum thread_kind kind, enum seccomp_mode mode, const struct lo
 /* Drop every capability (effective, permitted, inheritable, ambient; bounding set when allowed) of the
  * calling thread and set no_new_privs. Call after every fd is open, before creating threads. */
 int sandbox_drop_caps(const struct log *log) __attribute__((warn_unused_result));
+
+/*
+ * --user: drop every capability and become uid/gid (no supplementary groups) in one step, through
+ * libcap-ng (the bounding set is cleared while moat still may). Needs root or CAP_SETUID/CAP_SETGID.
+ */
+int sandbox_switch_user(uid_t uid, gid_t gid, const struct log *log) __attribute__((warn_unused_result));
 
 #endif

@@ -156,3 +156,27 @@ Test(cli, seccomp_bad_value_names_the_problem)
 			  cases[i].msg);
 	}
 }
+
+Test(cli, user_uid_and_gid)
+{
+	struct vm_config c;
+	enum cli_action a;
+	char err[256];
+
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k"), 0, "%s", err);
+	cr_assert_not(c.switch_user, "no --user: moat stays who it is");
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--user", "65534"), 0, "%s", err);
+	cr_assert(c.switch_user);
+	cr_assert_eq(c.uid, 65534);
+	cr_assert_not(c.gid_given);
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--user=1000:100"), 0, "%s", err);
+	cr_assert_eq(c.uid, 1000);
+	cr_assert_eq(c.gid, 100);
+	cr_assert(c.gid_given);
+	static const char *const bad[] = { "nobody", "-1", "1000:", ":5", "1:2:3", "1x", "4294967295" };
+	for (unsigned int i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *args[] = { "--kernel", "/k", "--user", bad[i] };
+		cr_assert_neq(parse(args, 4, &c, &a, err), 0, "'%s' accepted", bad[i]);
+		cr_assert(strstr(err, "--user"), "message '%s' names the flag", err);
+	}
+}
