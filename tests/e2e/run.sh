@@ -77,6 +77,10 @@ scenario panic 3 'MOAT_INIT_OK|moat-scenario: triggering a kernel panic' "$FORBI
 	"${G[@]}" --cmdline "$CMDLINE moat.scenario=panic"
 scenario timeout 124 'MOAT_INIT_OK|moat-scenario: sleeping forever' "$FORBID_COMMON" '' -- \
 	"${G[@]}" --cmdline "$CMDLINE moat.scenario=sleep" --timeout "$SLEEP_TIMEOUT"
+# The sandbox: an unprivileged user with 2 vCPUs, and a look at /proc of a running moat (tests/e2e/sandbox-proc.sh).
+scenario user-poweroff 0 'MOAT_INIT_OK|moat-scenario: poweroff requested' "$FORBID_COMMON" '' -- \
+	"${G[@]}" --cpus 2 --user 65534 --cmdline "$CMDLINE moat.scenario=poweroff"
+scenario sandbox-proc 0 'sandbox check passed' '' '' -- @sandbox-proc
 scenario missing-kernel 1 '' '' '/nonexistent' -- \
 	--kernel /nonexistent --initrd "$INITRD" --cmdline "$CMDLINE"
 
@@ -140,7 +144,12 @@ check() {
 	fi
 	start=$EPOCHREALTIME
 	rc=0
-	timeout -k 10 "$SAFETY" "$MOAT_BIN" "${args[@]}" </dev/null >"$out" 2>"$err" || rc=$?
+	if [ "${args[0]}" = @sandbox-proc ]; then
+		timeout -k 10 "$SAFETY" "$REPO/tests/e2e/sandbox-proc.sh" "$MOAT_BIN" "$KERNEL" "$INITRD" "$CMDLINE" \
+			</dev/null >"$out" 2>"$err" || rc=$?
+	else
+		timeout -k 10 "$SAFETY" "$MOAT_BIN" "${args[@]}" </dev/null >"$out" 2>"$err" || rc=$?
+	fi
 	ELAPSED=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 
 	local reasons=() missing=0
