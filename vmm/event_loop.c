@@ -62,6 +62,17 @@ int event_loop_del(struct event_loop *loop, int fd)
 	return -ENOENT;
 }
 
+int event_loop_mod(struct event_loop *loop, int fd, uint32_t events)
+{
+	for (struct event_source *s = loop->sources; s; s = s->next) {
+		if (s->fd == fd) {
+			struct epoll_event ev = { .events = events, .data.ptr = s };
+			return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
+		}
+	}
+	return -ENOENT;
+}
+
 int event_loop_poll(struct event_loop *loop, int timeout_ms)
 {
 	struct epoll_event evs[16];

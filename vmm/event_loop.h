@@ -23,6 +23,8 @@ void event_loop_free(struct event_loop *loop);
 int event_loop_add(struct event_loop *loop, int fd, uint32_t events, event_handler_fn fn, void *ctx)
 	__attribute__((warn_unused_result));
 int event_loop_del(struct event_loop *loop, int fd);
+/* Change the events a registered fd waits for (0: pause it). */
+int event_loop_mod(struct event_loop *loop, int fd, uint32_t events);
 /* Wait up to timeout_ms (-1: forever) and dispatch; returns the number of events or -errno. */
 int event_loop_poll(struct event_loop *loop, int timeout_ms);
 

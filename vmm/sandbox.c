@@ -73,6 +73,7 @@ static const struct sandbox_rule main_rules[] = {
 	ALLOW(epoll_wait),
 	ALLOW(epoll_pwait),
 	ALLOW_ARG(epoll_ctl, 1, SCMP_CMP_EQ, EPOLL_CTL_DEL, 0), /* console input hit EOF */
+	ALLOW_ARG(epoll_ctl, 1, SCMP_CMP_EQ, EPOLL_CTL_MOD, 0), /* console input paused/resumed */
 	ALLOW(read),            /* signalfd, timerfd, eventfd, console input */
 	ALLOW(close),           /* vm_destroy */
 	ALLOW(getpid),          /* pthread_kill */

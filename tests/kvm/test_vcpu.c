@@ -4,6 +4,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <signal.h>
@@ -222,4 +223,69 @@ Test(kvm, stop_request_kicks_a_spinning_vcpu)
 	vm_stop_vcpus(&vm); /* must return: the vCPU leaves KVM_RUN */
 	cr_assert_eq(vm_stop_reason(&vm), VM_STOP_TIMEOUT);
 	vm_destroy(&vm);
+}
+
+struct word_rec {
+	uint16_t value;
+	int writes;
+};
+
+static void word_write(void *dev, uint64_t offset, const void *data, unsigned int size)
+{
+	struct word_rec *w = dev;
+
+	w->value = 0;
+	memcpy(&w->value, data, size < 2 ? size : 2);
+	w->writes++;
+}
+
+static const struct bus_ops word_ops = { .write = word_write };
+
+Test(kvm, console_input_beyond_the_fifo_pauses_and_resumes)
+{
+	/* Count bytes while LSR says data ready, report the count on port 0x12, power off. */
+	static const uint8_t code[] = {
+		0x31, 0xc9,             /* xor cx,cx */
+		0xba, 0xfd, 0x03,       /* mov dx,0x3fd */
+		0xec,                   /* L: in al,dx */
+		0xa8, 0x01,             /* test al,1 */
+		0x74, 0x0a,             /* jz done */
+		0xba, 0xf8, 0x03, 0xec, /* mov dx,0x3f8; in al,dx */
+		0x41,                   /* inc cx */
+		0xba, 0xfd, 0x03,       /* mov dx,0x3fd */
+		0xeb, 0xf1,             /* jmp L */
+		0x89, 0xc8,             /* done: mov ax,cx */
+		0xba, 0x12, 0x00, 0xef, /* out 0x12,ax */
+		0xba, 0x00, 0x06, 0xb0, 0x34, 0xee, 0xeb, 0xfe,
+	};
+	static uint8_t input[5000];
+	struct vm vm;
+	struct word_rec count = { 0 };
+	int p[2];
+	char rest[8];
+
+	cr_assert_eq(pipe(p), 0);
+	memset(input, 'x', sizeof(input));
+	cr_assert_eq(write(p[1], input, sizeof(input)), (ssize_t)sizeof(input));
+	setup_vm(&vm, code, sizeof(code), 1);
+	vm.console_in = p[0];
+	cr_assert_eq(serial_create(&vm, 0x3f8, 4), 0);
+	cr_assert_eq(acpi_pm_create(&vm, 0x600, 0x601, 0x602, 1, 5), 0);
+	cr_assert_eq(bus_register(&vm.pio, 0x12, 2, &word_ops, &count, "count"), 0);
+	/* The loop takes input until the FIFO (64) and the pending buffer (4096) are full, then pauses. */
+	int passes = 0;
+	while (event_loop_poll(&vm.loop, 0) > 0)
+		cr_assert_lt(++passes, 10, "paused input must not keep the loop busy");
+	vcpu_run_loop(&vm.vcpus[0]);
+	cr_assert_eq(vm_stop_reason(&vm), VM_STOP_POWEROFF, "stopped with %s", vm.stop_msg);
+	cr_assert_eq(count.writes, 1);
+	cr_assert_eq(count.value, 4096 + 64, "the guest read %u bytes", count.value);
+	/* Draining woke the loop (resume eventfd); the next pass reads the remaining 840 bytes. */
+	cr_assert_geq(event_loop_poll(&vm.loop, 0), 1);
+	cr_assert_geq(event_loop_poll(&vm.loop, 0), 1);
+	cr_assert_eq(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+	cr_assert_eq(read(p[0], rest, sizeof(rest)), -1, "the pipe was drained into moat");
+	close(p[1]);
+	vm_destroy(&vm);
+	close(p[0]);
 }
