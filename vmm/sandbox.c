@@ -327,6 +327,16 @@ out:
 
 /* ------------------------------------------------------------------ capabilities */
 
+static int set_no_new_privs(const struct log *log)
+{
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		int r = -errno;
+		log_error(log, "cannot set no_new_privs: %s", strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
 int sandbox_drop_caps(const struct log *log)
 {
 	int set = CAPNG_SELECT_CAPS | CAPNG_SELECT_AMBIENT;
@@ -345,12 +355,7 @@ int sandbox_drop_caps(const struct log *log)
 		log_error(log, "cannot drop capabilities (libcap-ng error %d); rerun with --seccomp off to debug", r);
 		return -EPERM;
 	}
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-		r = -errno;
-		log_error(log, "cannot set no_new_privs: %s", strerror(-r));
-		return r;
-	}
-	return 0;
+	return set_no_new_privs(log);
 }
 
 int sandbox_switch_user(uid_t uid, gid_t gid, const struct log *log)
@@ -375,10 +380,5 @@ int sandbox_switch_user(uid_t uid, gid_t gid, const struct log *log)
 			  (unsigned int)gid);
 		return -EPERM;
 	}
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-		r = -errno;
-		log_error(log, "cannot set no_new_privs: %s", strerror(-r));
-		return r;
-	}
-	return 0;
+	return set_no_new_privs(log);
 }

@@ -78,6 +78,20 @@ struct bad_case {
 	const char *msg; /* the message must name this */
 };
 
+static void check_bad_cases(const struct bad_case *cases, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++) {
+		struct vm_config c;
+		enum cli_action a;
+		char err[256] = "";
+		int r = parse(cases[i].args, cases[i].n, &c, &a, err);
+
+		cr_assert_neq(r, 0, "case %u should fail", i);
+		cr_assert(strstr(err, cases[i].msg), "case %u: message '%s' should mention '%s'", i, err,
+			  cases[i].msg);
+	}
+}
+
 Test(cli, bad_values_name_the_problem)
 {
 	static const struct bad_case cases[] = {
@@ -100,16 +114,7 @@ Test(cli, bad_values_name_the_problem)
 		{ { "--kernel", "" }, 2, "--kernel" },
 	};
 
-	for (unsigned int i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct vm_config c;
-		enum cli_action a;
-		char err[256] = "";
-		int r = parse(cases[i].args, cases[i].n, &c, &a, err);
-
-		cr_assert_neq(r, 0, "case %u should fail", i);
-		cr_assert(strstr(err, cases[i].msg), "case %u: message '%s' should mention '%s'", i, err,
-			  cases[i].msg);
-	}
+	check_bad_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 Test(cli, seccomp_defaults_to_on)
@@ -145,16 +150,7 @@ Test(cli, seccomp_bad_value_names_the_problem)
 		{ { "--kernel", "/k", "--seccomp" }, 3, "needs a value" },
 	};
 
-	for (unsigned int i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct vm_config c;
-		enum cli_action a;
-		char err[256] = "";
-		int r = parse(cases[i].args, cases[i].n, &c, &a, err);
-
-		cr_assert_neq(r, 0, "case %u should fail", i);
-		cr_assert(strstr(err, cases[i].msg), "case %u: message '%s' should mention '%s'", i, err,
-			  cases[i].msg);
-	}
+	check_bad_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 Test(cli, user_uid_and_gid)
