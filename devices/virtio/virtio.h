@@ -1,0 +1,127 @@
+/*
+ * Device-side virtio core shared by every virtio device: feature and status bits,
+ * the common device state and the status/feature state machine of VIRTIO 1.2 3.1.
+ *
+ * Transport-agnostic: a transport (virtio-pci later) owns the registers and calls
+ * into here; a device supplies a const struct virtio_dev_ops and never sees its
+ * transport. Interrupts go out through an injected struct virtio_irq.
+ */
+#ifndef MOAT_VIRTIO_H
+#define MOAT_VIRTIO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "devices/virtio/virtqueue.h"
+#include "vmm/dma.h"
+
+/* Feature bit numbers. */
+#define VIRTIO_RING_F_INDIRECT_DESC 28
+#define VIRTIO_RING_F_EVENT_IDX 29
+#define VIRTIO_F_VERSION_1 32
+#define VIRTIO_F_ACCESS_PLATFORM 33
+#define VIRTIO_BIT(n) (1ull << (n))
+
+/* Device status bits. */
+#define VIRTIO_STATUS_ACKNOWLEDGE 1u
+#define VIRTIO_STATUS_DRIVER 2u
+#define VIRTIO_STATUS_DRIVER_OK 4u
+#define VIRTIO_STATUS_FEATURES_OK 8u
+#define VIRTIO_STATUS_DEVICE_NEEDS_RESET 64u
+#define VIRTIO_STATUS_FAILED 128u
+
+#define VIRTIO_MAX_QUEUES 16u
+
+enum virtio_irq_kind {
+	VIRTIO_IRQ_QUEUE,  /* used buffers on queue `queue` */
+	VIRTIO_IRQ_CONFIG, /* configuration change (or NEEDS_RESET) */
+};
+
+/* Supplied by the transport: it knows whether this is an MSI-X vector, an ISR bit + INTx, ... */
+struct virtio_irq {
+	int (*fn)(void *ctx, enum virtio_irq_kind kind, unsigned int queue);
+	void *ctx;
+};
+
+struct virtio_dev;
+
+struct virtio_dev_ops {
+	/* DRIVER_OK: features are final and enabled queues are initialised; start serving. */
+	int (*activate)(struct virtio_dev *dev);
+	/* Status written 0 (or the transport's reset): stop touching queues and guest memory. */
+	void (*reset)(struct virtio_dev *dev);
+	/* The driver kicked queue `queue` (< nqueues, enabled). */
+	void (*queue_notify)(struct virtio_dev *dev, unsigned int queue);
+	/* Device-specific configuration space; off/len are guest-controlled, the device bounds them. */
+	int (*config_read)(struct virtio_dev *dev, uint32_t off, void *buf, uint32_t len);
+	int (*config_write)(struct virtio_dev *dev, uint32_t off, const void *buf, uint32_t len);
+};
+
+/* A queue as the transport configures it, and the running queue once enabled. */
+struct virtio_queue {
+	uint16_t max_size;      /* the device's limit (power of two); 0: queue does not exist */
+	uint16_t size;          /* driver's choice, defaults to max_size */
+	uint64_t desc, avail, used;
+	bool enabled;
+	struct virtq vq;
+};
+
+struct virtio_dev {
+	const struct virtio_dev_ops *ops;
+	uint32_t device_id;
+	uint64_t device_features;
+	uint64_t driver_features;
+	uint8_t status;
+	uint32_t config_generation;
+	unsigned int nqueues;
+	struct virtio_queue queues[VIRTIO_MAX_QUEUES];
+	const struct dma_as *as; /* how this device reaches guest memory (identity or IOMMU) */
+	struct virtio_irq irq;
+};
+
+/*
+ * Set up the common state. queue_sizes[i] is each queue's maximum size (power of two,
+ * <= 32768). VERSION_1 is always offered: moat is a modern-only device. -EINVAL.
+ */
+int virtio_dev_init(struct virtio_dev *dev, const struct virtio_dev_ops *ops, uint32_t device_id,
+		    uint64_t device_features, unsigned int nqueues, const uint16_t *queue_sizes,
+		    const struct dma_as *as, struct virtio_irq irq) __attribute__((warn_unused_result));
+
+/*
+ * A status write from the driver. 0 resets. Otherwise bits may only be added, in order
+ * (ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK), never removed, never DEVICE_NEEDS_RESET;
+ * FAILED at any time, and after FAILED only a reset. FEATURES_OK only if the driver's
+ * features are a subset of the device's and include VERSION_1 (-ENOTSUP, the bit stays
+ * clear so the driver sees it refused). DRIVER_OK calls ops->activate. A refused write
+ * leaves the status unchanged and returns -EINVAL.
+ */
+int virtio_set_status(struct virtio_dev *dev, uint8_t status) __attribute__((warn_unused_result));
+/* Driver feature write: only between DRIVER and FEATURES_OK. -EINVAL otherwise. */
+int virtio_set_driver_features(struct virtio_dev *dev, uint64_t features) __attribute__((warn_unused_result));
+/* Reset everything the driver set up, and tell the device (ops->reset). */
+void virtio_reset(struct virtio_dev *dev);
+
+/*
+ * Queue configuration by the transport: allowed after FEATURES_OK and before DRIVER_OK
+ * (-EINVAL otherwise, or for a queue that does not exist / is already enabled).
+ */
+int virtio_queue_set_size(struct virtio_dev *dev, unsigned int queue, unsigned int size)
+	__attribute__((warn_unused_result));
+int virtio_queue_set_addr(struct virtio_dev *dev, unsigned int queue, uint64_t desc, uint64_t avail, uint64_t used)
+	__attribute__((warn_unused_result));
+/* Validate and start the queue (virtq_init with the negotiated ring features). -EINVAL / -EFAULT. */
+int virtio_queue_enable(struct virtio_dev *dev, unsigned int queue) __attribute__((warn_unused_result));
+/* The running queue, or NULL if it does not exist or is not enabled. */
+struct virtq *virtio_queue(struct virtio_dev *dev, unsigned int queue);
+
+/* Forward a driver kick to the device if the queue is enabled and the device is live. */
+void virtio_queue_notify(struct virtio_dev *dev, unsigned int queue);
+/* After pushes on a queue: interrupt the driver if it wants one; a ring fault marks NEEDS_RESET. */
+int virtio_notify_used(struct virtio_dev *dev, unsigned int queue);
+
+/* The device found itself or the driver broken: set DEVICE_NEEDS_RESET and raise a config interrupt. */
+void virtio_set_needs_reset(struct virtio_dev *dev);
+/* Device config changed: bump the generation and raise a config interrupt. */
+void virtio_config_changed(struct virtio_dev *dev);
+
+#endif

@@ -1,0 +1,157 @@
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmm/dma.h"
+#include "vmm/memory.h"
+
+/* R0 [0, 64K) and R1 [64K, 128K) back to back, a hole, R2 [1M, 1M+64K). */
+#define R1 0x10000ull
+#define R2 0x100000ull
+#define RSZ 0x10000ull
+
+struct fixture {
+	struct guest_memory gm;
+	struct dma_as as;
+	uint8_t *ram;
+};
+
+static void fx_init(struct fixture *f)
+{
+	gm_init(&f->gm);
+	cr_assert_eq(gm_add_region(&f->gm, 0, RSZ), 0);
+	cr_assert_eq(gm_add_region(&f->gm, R1, RSZ), 0);
+	cr_assert_eq(gm_add_region(&f->gm, R2, RSZ), 0);
+	f->ram = calloc(1, 3 * RSZ);
+	cr_assert_not_null(f->ram);
+	cr_assert_eq(gm_attach(&f->gm, f->ram, 3 * RSZ), 0);
+	dma_as_init_identity(&f->as, &f->gm);
+}
+
+Test(dma, identity_read_write_in_one_region)
+{
+	struct fixture f;
+	uint8_t out[8] = { 1, 2, 3, 4, 5, 6, 7, 8 }, in[8] = { 0 };
+
+	fx_init(&f);
+	cr_assert_eq(dma_write(&f.as, R2 + 100, out, sizeof(out)), 0);
+	cr_assert_eq(memcmp(f.ram + 2 * RSZ + 100, out, sizeof(out)), 0, "R2 lands after R0 and R1 in the buffer");
+	cr_assert_eq(dma_read(&f.as, R2 + 100, in, sizeof(in)), 0);
+	cr_assert_eq(memcmp(in, out, sizeof(in)), 0);
+	cr_assert_eq(dma_ptr(&f.as, R2 + 100, 8, DMA_READ | DMA_WRITE), f.ram + 2 * RSZ + 100);
+	cr_assert_eq(dma_ptr(&f.as, 0, RSZ, DMA_READ), f.ram, "a whole region is one run");
+	free(f.ram);
+}
+
+Test(dma, copies_split_across_regions_but_ptr_does_not)
+{
+	struct fixture f;
+	uint8_t out[64], in[64];
+
+	fx_init(&f);
+	for (unsigned int i = 0; i < sizeof(out); i++)
+		out[i] = (uint8_t)(0xa0 + i);
+	cr_assert_eq(dma_write(&f.as, R1 - 10, out, sizeof(out)), 0);
+	cr_assert_eq(memcmp(f.ram + R1 - 10, out, sizeof(out)), 0);
+	memset(in, 0, sizeof(in));
+	cr_assert_eq(dma_read(&f.as, R1 - 10, in, sizeof(in)), 0);
+	cr_assert_eq(memcmp(in, out, sizeof(in)), 0);
+	cr_assert_null(dma_ptr(&f.as, R1 - 10, sizeof(out), DMA_READ), "spans two regions");
+	cr_assert_null(dma_ptr(&f.as, R1 - 1, 2, DMA_READ));
+	cr_assert_not_null(dma_ptr(&f.as, R1 - 1, 1, DMA_READ));
+	cr_assert_eq(dma_check(&f.as, 0, 2 * RSZ, DMA_READ), 0, "R0+R1 are contiguous in GPA");
+	free(f.ram);
+}
+
+Test(dma, rejects_hole_beyond_ram_and_overflow)
+{
+	struct fixture f;
+	uint8_t b[16] = { 0 };
+
+	fx_init(&f);
+	cr_assert_eq(dma_read(&f.as, 2 * RSZ, b, 1), -EFAULT, "first byte of the hole");
+	cr_assert_eq(dma_read(&f.as, 2 * RSZ - 4, b, 8), -EFAULT, "runs from R1 into the hole");
+	cr_assert_eq(dma_write(&f.as, R2 - 4, b, 8), -EFAULT, "runs from the hole into R2");
+	cr_assert_eq(dma_read(&f.as, R2 + RSZ - 4, b, 8), -EFAULT, "runs past the end of RAM");
+	cr_assert_eq(dma_read(&f.as, 0x40000000, b, 1), -EFAULT, "far beyond RAM");
+	cr_assert_eq(dma_read(&f.as, UINT64_MAX - 3, b, 8), -EFAULT, "iova+len wraps");
+	cr_assert_eq(dma_read(&f.as, 8, b, UINT64_MAX), -EFAULT, "len wraps");
+	cr_assert_eq(dma_check(&f.as, 0, 3 * RSZ, DMA_READ), -EFAULT, "covers the hole");
+	cr_assert_null(dma_ptr(&f.as, UINT64_MAX, 2, DMA_READ));
+	cr_assert_null(dma_ptr(&f.as, R2, 0, DMA_READ), "len 0 has no pointer");
+	cr_assert_eq(dma_read(&f.as, 2 * RSZ, b, 0), 0, "len 0 touches nothing");
+	cr_assert_eq(dma_check(&f.as, UINT64_MAX, 1, DMA_READ), -EFAULT);
+	free(f.ram);
+}
+
+/*
+ * A stand-in IOMMU: 4 KiB IOVA pages 0..3 map to scattered host pages with their own
+ * permissions. Shows the ops are enough for an IOMMU and that callers split correctly.
+ */
+#define PG 4096u
+struct fake_iommu {
+	uint8_t *page[4];
+	unsigned int perm[4];
+	int bug; /* 1: report run 0, 2: report run > len */
+};
+
+static int fake_translate(const struct dma_as *as, uint64_t iova, uint64_t len, unsigned int perm, void **host,
+			  uint64_t *run)
+{
+	struct fake_iommu *m = as->ctx;
+	uint64_t pfn = iova / PG, left;
+
+	if (pfn >= 4 || !m->page[pfn] || (perm & ~m->perm[pfn]))
+		return -EFAULT;
+	left = PG - iova % PG;
+	*run = len < left ? len : left;
+	if (m->bug == 1)
+		*run = 0;
+	if (m->bug == 2)
+		*run = len + 1;
+	*host = m->page[pfn] + iova % PG;
+	return 0;
+}
+
+static const struct dma_as_ops fake_ops = { .translate = fake_translate };
+
+Test(dma, iommu_backend_pages_are_split_and_permissions_hold)
+{
+	static uint8_t host[8 * PG] __attribute__((aligned(4096)));
+	struct fake_iommu m = { 0 };
+	struct dma_as as = { .ops = &fake_ops, .ctx = &m };
+	uint8_t out[3 * PG], in[3 * PG];
+
+	/* IOVA page i -> host page 6 - 2i, so contiguous IOVAs are far apart in the host. */
+	for (unsigned int i = 0; i < 4; i++) {
+		m.page[i] = host + (6 - 2 * i) * PG;
+		m.perm[i] = DMA_READ | DMA_WRITE;
+	}
+	for (unsigned int i = 0; i < sizeof(out); i++)
+		out[i] = (uint8_t)(i * 7);
+	cr_assert_eq(dma_write(&as, PG / 2, out, sizeof(out)), 0);
+	cr_assert_eq(memcmp(m.page[0] + PG / 2, out, PG / 2), 0);
+	cr_assert_eq(memcmp(m.page[1], out + PG / 2, PG), 0);
+	cr_assert_eq(memcmp(m.page[3], out + PG / 2 + 2 * PG, PG / 2), 0);
+	cr_assert_eq(dma_read(&as, PG / 2, in, sizeof(in)), 0);
+	cr_assert_eq(memcmp(in, out, sizeof(in)), 0);
+	cr_assert_null(dma_ptr(&as, PG - 2, 4, DMA_READ), "crosses an IOVA page");
+	cr_assert_eq(dma_ptr(&as, PG + 8, 8, DMA_READ), m.page[1] + 8);
+
+	m.perm[2] = DMA_READ; /* read-only mapping */
+	cr_assert_eq(dma_read(&as, 0, in, sizeof(in)), 0);
+	cr_assert_eq(dma_write(&as, 0, out, sizeof(out)), -EFAULT);
+	cr_assert_null(dma_ptr(&as, 2 * PG, 4, DMA_WRITE));
+	cr_assert_not_null(dma_ptr(&as, 2 * PG, 4, DMA_READ));
+	cr_assert_eq(dma_check(&as, 2 * PG, 4, DMA_READ | DMA_WRITE), -EFAULT);
+	m.page[3] = NULL; /* unmapped */
+	cr_assert_eq(dma_read(&as, 3 * PG - 1, in, 2), -EFAULT);
+
+	m.bug = 1;
+	cr_assert_eq(dma_read(&as, 0, in, 4), -EFAULT, "a backend reporting no progress cannot hang us");
+	m.bug = 2;
+	cr_assert_eq(dma_read(&as, 0, in, 4), -EFAULT, "nor overrun the caller's buffer");
+	cr_assert_null(dma_ptr(&as, 0, 4, DMA_READ));
+}
