@@ -5,6 +5,7 @@
  * 0xE0000-0xFFFFF scan finds it), XSDT, DSDT, then the tables the XSDT lists.
  */
 #include "arch/x86/acpi.h"
+#include "arch/x86/layout.h"
 #include "arch/x86/acpi_tables.h"
 #include "vmm/aml.h"
 
@@ -295,4 +296,22 @@ long acpi_build_tables(const struct acpi_config *cfg, void *buf, size_t len, uin
 
 	*rsdp_gpa = rsdp_addr;
 	return (long)c.pos;
+}
+
+struct acpi_config acpi_platform_config(unsigned int ncpus)
+{
+	return (struct acpi_config){
+		.ncpus = ncpus,
+		.lapic_addr = X86_LAPIC_ADDR,
+		.ioapic_addr = X86_IOAPIC_ADDR,
+		.ioapic_id = (uint8_t)ncpus,
+		.uart_port = X86_COM1_PORT,
+		.uart_irq = X86_COM1_IRQ,
+		.pvpanic_port = X86_PVPANIC_PORT,
+		.sleep_ctl_port = X86_PM_SLEEP_CTL,
+		.sleep_sts_port = X86_PM_SLEEP_STS,
+		.reset_port = X86_PM_RESET,
+		.reset_value = X86_PM_RESET_VALUE,
+		.s5_slp_typ = X86_S5_SLP_TYP,
+	};
 }

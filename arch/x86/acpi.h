@@ -20,6 +20,9 @@ struct acpi_config {
 	uint8_t s5_slp_typ;      /* \_S5_ sleep type; guest writes (typ << 2) | 0x20 to SLEEP_CONTROL */
 };
 
+/* moat's x86 platform (arch/x86/layout.h) described for ncpus vCPUs; the IOAPIC id follows the LAPIC ids. */
+struct acpi_config acpi_platform_config(unsigned int ncpus);
+
 /*
  * Build RSDP, XSDT, FADT, DSDT and MADT into buf, which the guest sees at guest-physical
  * address gpa (the tables point at each other by guest-physical address). Returns the

@@ -130,20 +130,7 @@ int arch_load_guest(struct vm *vm, char *err, size_t errlen)
 	struct boot_layout bl = { .cmdline_addr = X86_CMDLINE_ADDR };
 	struct e820_layout el = { .low_ram_end = low_ram_end(vm),
 				  .high_ram_size = vm->cfg.mem_size - low_ram_end(vm) };
-	struct acpi_config acpi = {
-		.ncpus = vm->cfg.cpus,
-		.lapic_addr = X86_LAPIC_ADDR,
-		.ioapic_addr = X86_IOAPIC_ADDR,
-		.ioapic_id = (uint8_t)vm->cfg.cpus,
-		.uart_port = X86_COM1_PORT,
-		.uart_irq = X86_COM1_IRQ,
-		.pvpanic_port = X86_PVPANIC_PORT,
-		.sleep_ctl_port = X86_PM_SLEEP_CTL,
-		.sleep_sts_port = X86_PM_SLEEP_STS,
-		.reset_port = X86_PM_RESET,
-		.reset_value = X86_PM_RESET_VALUE,
-		.s5_slp_typ = X86_S5_SLP_TYP,
-	};
+	struct acpi_config acpi = acpi_platform_config(vm->cfg.cpus);
 	uint8_t head[BZIMAGE_HEADER_BYTES];
 	struct boot_params *bp;
 	struct bzimage bz;

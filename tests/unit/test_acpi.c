@@ -17,20 +17,7 @@
 
 static struct acpi_config test_config(unsigned int ncpus)
 {
-	return (struct acpi_config){
-		.ncpus = ncpus,
-		.lapic_addr = X86_LAPIC_ADDR,
-		.ioapic_addr = X86_IOAPIC_ADDR,
-		.ioapic_id = ncpus,
-		.uart_port = X86_COM1_PORT,
-		.uart_irq = X86_COM1_IRQ,
-		.pvpanic_port = X86_PVPANIC_PORT,
-		.sleep_ctl_port = X86_PM_SLEEP_CTL,
-		.sleep_sts_port = X86_PM_SLEEP_STS,
-		.reset_port = X86_PM_RESET,
-		.reset_value = X86_PM_RESET_VALUE,
-		.s5_slp_typ = X86_S5_SLP_TYP,
-	};
+	return acpi_platform_config(ncpus);
 }
 
 struct built {
