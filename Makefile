@@ -7,7 +7,10 @@ BUILD    ?= build
 CC       ?= gcc
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -I. -I$(ARCH_DIR) -MMD -MP -pthread
-LDLIBS   += -pthread -lseccomp -lcap-ng
+NL_CFLAGS := $(shell pkg-config --cflags libnl-route-3.0 2>/dev/null || echo -I/usr/include/libnl3)
+NL_LIBS   := $(shell pkg-config --libs libnl-route-3.0 2>/dev/null || echo -lnl-route-3 -lnl-3)
+CFLAGS   += $(NL_CFLAGS)
+LDLIBS   += -pthread -lseccomp -lcap-ng $(NL_LIBS)
 
 ifeq ($(ARCH),x86_64)
 ARCH_DIR := arch/x86
@@ -15,7 +18,7 @@ else
 $(error unsupported ARCH=$(ARCH); supported: x86_64)
 endif
 
-LIB_SRCS := $(wildcard vmm/*.c devices/*.c devices/virtio/*.c $(ARCH_DIR)/*.c)
+LIB_SRCS := $(wildcard vmm/*.c devices/*.c devices/*/*.c $(ARCH_DIR)/*.c)
 LIB_SRCS := $(filter-out vmm/main.c,$(LIB_SRCS))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/*.c)
@@ -71,4 +74,4 @@ clean:
 	rm -rf $(BUILD)/obj $(BUILD)/obj-san $(BUILD)/moat $(BUILD)/*.a $(BUILD)/*-tests
 
 .PHONY: all deps guest run test test-unit test-kvm test-e2e clean
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/obj-san -name "*.d" 2>/dev/null)

@@ -30,7 +30,19 @@ int virtio_dev_init(struct virtio_dev *dev, const struct virtio_dev_ops *ops, ui
 	dev->irq = irq;
 	for (unsigned int i = 0; i < nqueues; i++)
 		dev->queues[i].max_size = dev->queues[i].size = queue_sizes[i];
+	pthread_mutex_init(&dev->lock, NULL);
 	return 0;
+}
+
+void virtio_dev_fini(struct virtio_dev *dev)
+{
+	pthread_mutex_destroy(&dev->lock);
+}
+
+bool virtio_dev_live(const struct virtio_dev *dev)
+{
+	return (dev->status & VIRTIO_STATUS_DRIVER_OK) &&
+	       !(dev->status & (VIRTIO_STATUS_DEVICE_NEEDS_RESET | VIRTIO_STATUS_FAILED));
 }
 
 static void raise_irq(struct virtio_dev *dev, enum virtio_irq_kind kind, unsigned int queue)
@@ -170,11 +182,8 @@ struct virtq *virtio_queue(struct virtio_dev *dev, unsigned int queue)
 
 void virtio_queue_notify(struct virtio_dev *dev, unsigned int queue)
 {
-	uint8_t s = dev->status;
-
 	/* A kick before DRIVER_OK, after NEEDS_RESET or for a queue never enabled is ignored. */
-	if (!virtio_queue(dev, queue) || !(s & VIRTIO_STATUS_DRIVER_OK) ||
-	    (s & (VIRTIO_STATUS_DEVICE_NEEDS_RESET | VIRTIO_STATUS_FAILED)))
+	if (!virtio_queue(dev, queue) || !virtio_dev_live(dev))
 		return;
 	dev->ops->queue_notify(dev, queue);
 }

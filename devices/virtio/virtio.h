@@ -9,6 +9,7 @@
 #ifndef MOAT_VIRTIO_H
 #define MOAT_VIRTIO_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -45,7 +46,28 @@ struct virtio_irq {
 
 struct virtio_dev;
 
+/*
+ * A back-end fd the device wants watched (a TAP for RX, ...). The device's worker thread
+ * polls it and calls fn(dev, epoll events) serialized with every other call into the device
+ * (dev->lock held). fn must do nothing unless the device is live (virtio_dev_live()).
+ */
+struct virtio_backend_fd {
+	int fd;
+	uint32_t events; /* EPOLLIN, EPOLLOUT, EPOLLET ... */
+	void (*fn)(struct virtio_dev *dev, uint32_t events);
+};
+
+#define VIRTIO_MAX_BACKEND_FDS 4u
+
+/*
+ * Threading: each device has one worker thread (devices/virtio/worker.c) that receives the
+ * driver's kicks (ioeventfds) and back-end events; the transport handles register accesses on
+ * vCPU threads. Both hold dev->lock around every call into the ops below, so a device never
+ * locks and never sees two calls at once. Handlers may block on the back end (a disk flush):
+ * that only delays this device.
+ */
 struct virtio_dev_ops {
+	const char *name; /* short, for logs and thread names: "net", "blk", "rng" */
 	/* DRIVER_OK: features are final and enabled queues are initialised; start serving. */
 	int (*activate)(struct virtio_dev *dev);
 	/* Status written 0 (or the transport's reset): stop touching queues and guest memory. */
@@ -55,6 +77,8 @@ struct virtio_dev_ops {
 	/* Device-specific configuration space; off/len are guest-controlled, the device bounds them. */
 	int (*config_read)(struct virtio_dev *dev, uint32_t off, void *buf, uint32_t len);
 	int (*config_write)(struct virtio_dev *dev, uint32_t off, const void *buf, uint32_t len);
+	/* Optional: the back-end fds to watch, asked once when the worker starts; returns how many (<= max). */
+	unsigned int (*backend_fds)(struct virtio_dev *dev, struct virtio_backend_fd *out, unsigned int max);
 };
 
 /* A queue as the transport configures it, and the running queue once enabled. */
@@ -76,7 +100,8 @@ struct virtio_dev {
 	unsigned int nqueues;
 	struct virtio_queue queues[VIRTIO_MAX_QUEUES];
 	const struct dma_as *as; /* how this device reaches guest memory (identity or IOMMU) */
-	struct virtio_irq irq;
+	struct virtio_irq irq;   /* set by the transport when the device is plugged in */
+	pthread_mutex_t lock;    /* taken by the transport and the worker, never by the device */
 };
 
 /*
@@ -98,6 +123,11 @@ int virtio_dev_init(struct virtio_dev *dev, const struct virtio_dev_ops *ops, ui
 int virtio_set_status(struct virtio_dev *dev, uint8_t status) __attribute__((warn_unused_result));
 /* Driver feature write: only between DRIVER and FEATURES_OK. -EINVAL otherwise. */
 int virtio_set_driver_features(struct virtio_dev *dev, uint64_t features) __attribute__((warn_unused_result));
+/* Destroy what virtio_dev_init set up (the lock). */
+void virtio_dev_fini(struct virtio_dev *dev);
+/* DRIVER_OK set, neither NEEDS_RESET nor FAILED: the device may serve its queues. */
+bool virtio_dev_live(const struct virtio_dev *dev);
+
 /* Reset everything the driver set up, and tell the device (ops->reset). */
 void virtio_reset(struct virtio_dev *dev);
 
