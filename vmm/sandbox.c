@@ -31,6 +31,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <linux/if_tun.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -89,6 +90,25 @@ static const struct sandbox_rule main_rules[] = {
 static const struct sandbox_rule vcpu_rules[] = {
 	ALLOW_IOCTL(KVM_RUN),
 	ALLOW_IOCTL(KVM_IRQ_LINE),
+	ALLOW_IOCTL(KVM_IOEVENTFD),      /* a PCI BAR placed or moved: queue notify addresses follow it */
+	ALLOW_IOCTL(KVM_SET_GSI_ROUTING), /* the guest programmed an MSI-X vector */
+	ALLOW_IOCTL(TUNSETOFFLOAD),      /* virtio-net DRIVER_OK: TAP offloads follow the negotiated features */
+};
+
+/* Device workers: kicks and back-end fds in, guest memory and the back end's file or TAP out. */
+static const struct sandbox_rule device_rules[] = {
+	ALLOW(epoll_wait),
+	ALLOW(epoll_pwait),
+	ALLOW(read),      /* eventfds, TAP frames */
+	ALLOW(readv),
+	ALLOW(writev),    /* TAP frames */
+	ALLOW(pread64),   /* disk */
+	ALLOW(pwrite64),
+	ALLOW(preadv),
+	ALLOW(pwritev),
+	ALLOW(fdatasync), /* virtio-blk FLUSH */
+	ALLOW(fallocate), /* virtio-blk DISCARD, WRITE_ZEROES */
+	ALLOW(getrandom), /* virtio-rng */
 };
 
 struct sandbox_policy {
@@ -100,6 +120,7 @@ struct sandbox_policy {
 static const struct sandbox_policy policies[THREAD_KIND_COUNT] = {
 	[THREAD_MAIN] = { "main", main_rules, ARRAY_SIZE(main_rules) },
 	[THREAD_VCPU] = { "vcpu", vcpu_rules, ARRAY_SIZE(vcpu_rules) },
+	[THREAD_DEVICE] = { "device", device_rules, ARRAY_SIZE(device_rules) },
 };
 
 const char *sandbox_thread_kind_name(enum thread_kind kind)
@@ -176,6 +197,9 @@ static const struct {
 	{ __NR_rseq, "rseq" },           { __NR_set_robust_list, "set_robust_list" },
 	{ __NR_sigaltstack, "sigaltstack" }, { __NR_seccomp, "seccomp" }, { __NR_capset, "capset" },
 	{ __NR_setuid, "setuid" },       { __NR_mount, "mount" },         { __NR_unshare, "unshare" },
+	{ __NR_readv, "readv" },         { __NR_writev, "writev" },       { __NR_pread64, "pread64" },
+	{ __NR_pwrite64, "pwrite64" },   { __NR_preadv, "preadv" },       { __NR_pwritev, "pwritev" },
+	{ __NR_fdatasync, "fdatasync" }, { __NR_fallocate, "fallocate" }, { __NR_epoll_wait, "epoll_wait" },
 };
 
 static size_t put_str(char *buf, size_t at, size_t cap, const char *s)

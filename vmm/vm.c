@@ -172,6 +172,22 @@ void vm_init(struct vm *vm)
 	bus_init(&vm->pio);
 	bus_init(&vm->mmio);
 	pthread_mutex_init(&vm->stop_lock, NULL);
+	vm_msi_init(&vm->msi, arch_msi_first_gsi());
+}
+
+int vm_add_start(struct vm *vm, int (*fn)(void *p), void *p)
+{
+	struct vm_start *s = malloc(sizeof(*s)), **tail = &vm->starts;
+
+	if (!s)
+		return -ENOMEM;
+	s->fn = fn;
+	s->p = p;
+	s->next = NULL;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = s;
+	return 0;
 }
 
 int vm_add_cleanup(struct vm *vm, void (*fn)(void *p), void *p)
@@ -257,9 +273,14 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 
 enum vm_stop_reason vm_run(struct vm *vm)
 {
-	int r = vm_start_vcpus(vm);
+	int r = 0;
 
+	/* Device workers first: they must exist before the main thread's filter goes on (see sandbox.h). */
+	for (struct vm_start *s = vm->starts; s && !r; s = s->next)
+		r = s->fn(s->p);
 	if (r)
+		vm_request_stop(vm, VM_STOP_ERROR, "cannot start device threads: %s", strerror(-r));
+	else if ((r = vm_start_vcpus(vm)))
 		vm_request_stop(vm, VM_STOP_ERROR, "cannot start vCPU threads: %s", strerror(-r));
 	while (vm_stop_reason(vm) == VM_RUNNING) {
 		r = event_loop_poll(&vm->loop, -1);
@@ -284,6 +305,11 @@ void vm_destroy(struct vm *vm)
 		c->fn(c->p);
 		free(c);
 	}
+	while (vm->starts) {
+		struct vm_start *s = vm->starts;
+		vm->starts = s->next;
+		free(s);
+	}
 	for (unsigned int i = 0; i < vm->nvcpus; i++) {
 		if (vm->vcpus[i].run)
 			munmap(vm->vcpus[i].run, (size_t)vm->run_size);
@@ -294,6 +320,7 @@ void vm_destroy(struct vm *vm)
 	vm->vcpus = NULL;
 	vm->nvcpus = 0;
 	event_loop_free(&vm->loop);
+	vm_msi_fini(&vm->msi);
 	if (vm->stop_efd >= 0)
 		close(vm->stop_efd);
 	if (vm->vm_fd >= 0)

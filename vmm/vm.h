@@ -12,14 +12,23 @@
 #include "vmm/event_loop.h"
 #include "vmm/log.h"
 #include "vmm/memory.h"
+#include "vmm/msi.h"
 
 struct kvm_run;
+struct pci_bus;
 struct serial;
 
 struct vm_cleanup {
 	void (*fn)(void *p);
 	void *p;
 	struct vm_cleanup *next;
+};
+
+/* Something to start when the guest starts (device workers), after the sandbox drops capabilities. */
+struct vm_start {
+	int (*fn)(void *p);
+	void *p;
+	struct vm_start *next;
 };
 
 /* Why the guest stopped. */
@@ -68,6 +77,10 @@ struct vm {
 	int console_in;            /* fd, -1: none */
 	struct serial *serial;
 	struct vm_cleanup *cleanups; /* run in reverse order of registration by vm_destroy */
+	struct vm_start *starts;     /* run in order of registration by vm_run, before the vCPUs */
+	struct pci_bus *pci;         /* the PCI root bus, NULL if the arch has none */
+	struct vm_msi msi;           /* MSI sources routed into KVM */
+	bool msi_devid;              /* routes carry the requester id (KVM_MSI_VALID_DEVID) */
 	struct arch_vm arch;
 };
 
@@ -94,13 +107,16 @@ enum vm_stop_reason vm_stop_reason(struct vm *vm);
 /* Free p with fn when the VM is destroyed (devices register their own state). */
 int vm_add_cleanup(struct vm *vm, void (*fn)(void *p), void *p) __attribute__((warn_unused_result));
 
+/* Call fn(p) when the guest starts, before the vCPUs run; a failure stops the VM. */
+int vm_add_start(struct vm *vm, int (*fn)(void *p), void *p) __attribute__((warn_unused_result));
+
 /* Interrupt line for in-kernel irqchip (edge ISA lines: set 1 then 0). */
 int vm_set_irq_line(struct vm *vm, unsigned int gsi, bool level);
 
 /* Arch hooks: implemented once per arch/<arch>/. */
 int arch_vm_init(struct vm *vm, char *err, size_t errlen);          /* irqchip, timers */
 int arch_memory_layout(struct vm *vm, char *err, size_t errlen);    /* gm_add_region() calls */
-int arch_add_devices(struct vm *vm, char *err, size_t errlen);      /* platform devices */
+int arch_add_devices(struct vm *vm, char *err, size_t errlen);      /* platform devices, PCI host */
 int arch_load_guest(struct vm *vm, char *err, size_t errlen);       /* kernel, initrd, cmdline, tables */
 int arch_vcpu_init(struct vm *vm, struct vcpu *vcpu, char *err, size_t errlen);
 void arch_vm_destroy(struct vm *vm);

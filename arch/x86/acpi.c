@@ -107,6 +107,40 @@ static int build_dsdt_aml(struct aml *a, const struct acpi_config *cfg)
 	aml_end(a);
 	aml_end(a);
 
+	if (cfg->pci_ecam_base) {
+		/* The PCIe host bridge: bus 0, the config ports, and the memory window its BARs live in. */
+		aml_device(a, "PCI0");
+		aml_name_eisaid(a, "_HID", "PNP0A08");
+		aml_name_eisaid(a, "_CID", "PNP0A03");
+		aml_name_integer(a, "_SEG", 0);
+		aml_name_integer(a, "_BBN", 0);
+		aml_name_integer(a, "_UID", 0);
+		aml_name(a, "_CRS");
+		aml_resource_template(a);
+		aml_word_addr(a, &(struct aml_addr_space){ .type = AML_ADDR_BUS,
+							   .flags = AML_ADDR_MIN_FIXED | AML_ADDR_MAX_FIXED,
+							   .min = 0, .max = 0, .length = 1 });
+		aml_io(a, true, cfg->pci_cf8_port, cfg->pci_cf8_port, 1, 8);
+		aml_dword_addr(a, &(struct aml_addr_space){ .type = AML_ADDR_MEMORY,
+							    .flags = AML_ADDR_MIN_FIXED | AML_ADDR_MAX_FIXED,
+							    .type_flags = AML_MEM_RW | AML_MEM_NONCACHEABLE,
+							    .min = cfg->pci_mmio_base,
+							    .max = (uint64_t)cfg->pci_mmio_base + cfg->pci_mmio_size - 1,
+							    .length = cfg->pci_mmio_size });
+		aml_end(a);
+		aml_end(a);
+
+		/* Linux uses ECAM only where the firmware says the range is reserved (a motherboard resource). */
+		aml_device(a, "MRES");
+		aml_name_eisaid(a, "_HID", "PNP0C02");
+		aml_name_integer(a, "_UID", 1);
+		aml_name(a, "_CRS");
+		aml_resource_template(a);
+		aml_memory32_fixed(a, false, (uint32_t)cfg->pci_ecam_base, 1u << 20);
+		aml_end(a);
+		aml_end(a);
+	}
+
 	aml_end(a);   /* \_SB */
 
 	/*
@@ -220,10 +254,33 @@ static int build_madt(struct acpi_ctx *c, uint64_t *gpa)
 	return 0;
 }
 
-/* Tables listed in the XSDT, in order; adding one is adding a line here. */
+/* MCFG with one allocation: segment 0, bus 0. Without PCI it is left out (*gpa = 0). */
+static int build_mcfg(struct acpi_ctx *c, uint64_t *gpa)
+{
+	size_t len = sizeof(struct acpi_mcfg) + sizeof(struct acpi_mcfg_alloc);
+	struct acpi_mcfg *m;
+	struct acpi_mcfg_alloc *al;
+
+	*gpa = 0;
+	if (!c->cfg->pci_ecam_base)
+		return 0;
+	m = ctx_alloc(c, len, 8, gpa);
+	if (!m)
+		return -ENOSPC;
+	al = (struct acpi_mcfg_alloc *)(m + 1);
+	al->base_address = htole64(c->cfg->pci_ecam_base);
+	al->segment = 0;
+	al->start_bus = 0;
+	al->end_bus = 0;
+	finish_table(&m->header, "MCFG", len, 1);
+	return 0;
+}
+
+/* Tables listed in the XSDT, in order; adding one is adding a line here. A table may leave itself out (gpa 0). */
 static int (*const xsdt_tables[])(struct acpi_ctx *c, uint64_t *gpa) = {
 	build_fadt,
 	build_madt,
+	build_mcfg,
 };
 #define NTABLES (sizeof(xsdt_tables) / sizeof(xsdt_tables[0]))
 
@@ -278,12 +335,16 @@ long acpi_build_tables(const struct acpi_config *cfg, void *buf, size_t len, uin
 			return err;
 	}
 
+	size_t n = 0;
 	for (size_t i = 0; i < NTABLES; i++) {
+		if (!table_addr[i])
+			continue;
 		entry = htole64(table_addr[i]);
 		/* XSDT entries are 8 bytes at offset 36: not naturally aligned, so memcpy. */
-		memcpy((uint8_t *)(xsdt + 1) + i * sizeof(entry), &entry, sizeof(entry));
+		memcpy((uint8_t *)(xsdt + 1) + n++ * sizeof(entry), &entry, sizeof(entry));
 	}
-	finish_table(xsdt, "XSDT", xsdt_len, 1);
+	/* The tables left out leave unused room after the XSDT: it is simply not part of it. */
+	finish_table(xsdt, "XSDT", sizeof(struct acpi_header) + n * sizeof(uint64_t), 1);
 
 	memcpy(rsdp->signature, "RSD PTR ", 8);
 	memcpy(rsdp->oem_id, ACPI_OEM_ID, 6);
@@ -313,5 +374,9 @@ struct acpi_config acpi_platform_config(unsigned int ncpus)
 		.reset_port = X86_PM_RESET,
 		.reset_value = X86_PM_RESET_VALUE,
 		.s5_slp_typ = X86_S5_SLP_TYP,
+		.pci_ecam_base = X86_PCI_ECAM_START,
+		.pci_mmio_base = (uint32_t)X86_PCI_MMIO_START,
+		.pci_mmio_size = (uint32_t)X86_PCI_MMIO_SIZE,
+		.pci_cf8_port = X86_PCI_CF8_PORT,
 	};
 }

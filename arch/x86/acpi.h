@@ -18,13 +18,18 @@ struct acpi_config {
 	uint16_t reset_port;     /* FADT RESET_REG (1 byte) */
 	uint8_t reset_value;
 	uint8_t s5_slp_typ;      /* \_S5_ sleep type; guest writes (typ << 2) | 0x20 to SLEEP_CONTROL */
+	/* PCI host bridge (segment 0, bus 0); pci_ecam_base 0: no PCI (no PCI0 device, no MCFG). */
+	uint64_t pci_ecam_base;  /* 1 MiB of ECAM for bus 0 */
+	uint32_t pci_mmio_base;  /* the bridge's 32-bit memory window */
+	uint32_t pci_mmio_size;
+	uint16_t pci_cf8_port;   /* legacy config ports 0xcf8-0xcff, consumed by the bridge */
 };
 
 /* moat's x86 platform (arch/x86/layout.h) described for ncpus vCPUs; the IOAPIC id follows the LAPIC ids. */
 struct acpi_config acpi_platform_config(unsigned int ncpus);
 
 /*
- * Build RSDP, XSDT, FADT, DSDT and MADT into buf, which the guest sees at guest-physical
+ * Build RSDP, XSDT, FADT, DSDT, MADT (and MCFG with PCI) into buf, which the guest sees at guest-physical
  * address gpa (the tables point at each other by guest-physical address). Returns the
  * number of bytes used (>0) and stores the RSDP's guest-physical address in *rsdp_gpa, or
  * -ENOSPC if buf is too small, -EINVAL for a bad config.

@@ -158,6 +158,22 @@ _Static_assert(sizeof(struct acpi_rsdp) == 36, "RSDP");
 _Static_assert(sizeof(struct acpi_header) == 36, "SDT header");
 _Static_assert(sizeof(struct acpi_gas) == 12, "GAS");
 _Static_assert(sizeof(struct acpi_fadt) == 276, "FADT revision 6");
+/* MCFG: PCI Express memory-mapped configuration space (PCI Firmware 3.2, 4.1.2). */
+struct acpi_mcfg {
+	struct acpi_header header;
+	uint8_t reserved[8];
+} ACPI_PACKED;
+
+struct acpi_mcfg_alloc {
+	uint64_t base_address;
+	uint16_t segment;
+	uint8_t start_bus;
+	uint8_t end_bus;
+	uint32_t reserved;
+} ACPI_PACKED;
+
+_Static_assert(sizeof(struct acpi_mcfg) == 44, "MCFG");
+_Static_assert(sizeof(struct acpi_mcfg_alloc) == 16, "MCFG allocation");
 _Static_assert(sizeof(struct acpi_madt) == 44, "MADT");
 _Static_assert(sizeof(struct acpi_madt_lapic) == 8, "MADT LAPIC");
 _Static_assert(sizeof(struct acpi_madt_ioapic) == 12, "MADT IOAPIC");

@@ -15,6 +15,7 @@
 #include "arch/x86/boot.h"
 #include "arch/x86/cpu.h"
 #include "arch/x86/layout.h"
+#include "devices/pci/pci.h"
 #include "devices/platform.h"
 #include "devices/serial.h"
 #include "vmm/vm.h"
@@ -67,6 +68,68 @@ int arch_vm_init(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
+static const struct bus_ops ecam_ops = { .read = pci_ecam_read, .write = pci_ecam_write };
+static const struct bus_ops cf8_ops = { .read = pci_cf8_read, .write = pci_cf8_write };
+static const struct bus_ops window_ops = { .read = pci_window_read, .write = pci_window_write };
+
+static void pci_reset_request(void *ctx)
+{
+	vm_request_stop(ctx, VM_STOP_REBOOT, "the guest rebooted (reset control register 0xcf9)");
+}
+
+static void pci_host_free(void *p)
+{
+	pci_bus_fini(p);
+	free(p);
+}
+
+/* The PCI host bridge: ECAM, the legacy config ports, and the memory window; devices join it later. */
+static int add_pci_host(struct vm *vm)
+{
+	struct pci_bus *bus = malloc(sizeof(*bus));
+	int r;
+
+	if (!bus)
+		return -ENOMEM;
+	pci_bus_init(bus, X86_PCI_MMIO_START, X86_PCI_MMIO_SIZE);
+	bus->reset_request = pci_reset_request;
+	bus->reset_ctx = vm;
+	r = vm_add_cleanup(vm, pci_host_free, bus);
+	if (r) {
+		pci_host_free(bus);
+		return r;
+	}
+	vm->pci = bus;
+	r = bus_register(&vm->mmio, X86_PCI_ECAM_START, X86_PCI_ECAM_SIZE, &ecam_ops, bus, "pci-ecam");
+	if (!r)
+		r = bus_register(&vm->pio, X86_PCI_CF8_PORT, 8, &cf8_ops, bus, "pci-cf8");
+	if (!r)
+		r = bus_register(&vm->mmio, X86_PCI_MMIO_START, X86_PCI_MMIO_SIZE, &window_ops, bus, "pci-window");
+	return r;
+}
+
+unsigned int arch_msi_first_gsi(void)
+{
+	return X86_MSI_FIRST_GSI;
+}
+
+/* What KVM_CREATE_IRQCHIP routes by default: GSI n to IOAPIC pin n, and GSIs 0-15 to the 8259s too. */
+unsigned int arch_msi_default_routes(struct kvm_irq_routing_entry *out, unsigned int max)
+{
+	unsigned int n = 0;
+
+	for (unsigned int gsi = 0; gsi < X86_MSI_FIRST_GSI && n < max; gsi++) {
+		out[n++] = (struct kvm_irq_routing_entry){ .gsi = gsi, .type = KVM_IRQ_ROUTING_IRQCHIP,
+							   .u.irqchip = { .irqchip = KVM_IRQCHIP_IOAPIC, .pin = gsi } };
+		if (gsi < 16 && n < max)
+			out[n++] = (struct kvm_irq_routing_entry){
+				.gsi = gsi, .type = KVM_IRQ_ROUTING_IRQCHIP,
+				.u.irqchip = { .irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE,
+					       .pin = gsi % 8 } };
+	}
+	return n;
+}
+
 int arch_add_devices(struct vm *vm, char *err, size_t errlen)
 {
 	int r = serial_create(vm, X86_COM1_PORT, X86_COM1_IRQ);
@@ -78,6 +141,8 @@ int arch_add_devices(struct vm *vm, char *err, size_t errlen)
 				   X86_S5_SLP_TYP);
 	if (!r)
 		r = i8042_reset_create(vm, X86_I8042_CMD_PORT);
+	if (!r)
+		r = add_pci_host(vm);
 	if (r)
 		return set_err(err, errlen, r, "cannot add platform devices: %s", strerror(-r));
 	return 0;

@@ -68,6 +68,9 @@ int e820_build(struct boot_params *bp, const struct e820_layout *l)
 		r = e820_add(bp, X86_ACPI_START, X86_ACPI_SIZE, E820_RESERVED);
 	if (!r)
 		r = e820_add(bp, X86_HIGH_MEM_START, l->low_ram_end - X86_HIGH_MEM_START, E820_RAM);
+	/* PCI ECAM: Linux also checks that the MCFG range is reserved before it trusts it. */
+	if (!r)
+		r = e820_add(bp, X86_PCI_ECAM_START, X86_PCI_ECAM_SIZE, E820_RESERVED);
 	if (!r && l->high_ram_size)
 		r = e820_add(bp, X86_MMIO_HOLE_END, l->high_ram_size, E820_RAM);
 	return r ? r : bp->e820_entries;

@@ -19,6 +19,12 @@
 
 #define X86_MMIO_HOLE_START 0xc0000000ull /* 3 GiB: 32-bit MMIO below 4 GiB */
 #define X86_MMIO_HOLE_END   0x100000000ull
+#define X86_PCI_MMIO_START  0xc0000000ull /* the PCI host bridge's memory window: 512 MiB */
+#define X86_PCI_MMIO_SIZE   0x20000000ull
+#define X86_PCI_ECAM_START  0xe0000000ull /* ECAM for bus 0: 1 MiB */
+#define X86_PCI_ECAM_SIZE   0x100000ull
+#define X86_PCI_CF8_PORT    0xcf8
+#define X86_MSI_FIRST_GSI   24            /* GSIs 0-23 are the IOAPIC's pins */
 #define X86_TSS_ADDR        0xfffbd000ull
 #define X86_IDENTITY_MAP    0xfffbc000ull
 #define X86_IOAPIC_ADDR     0xfec00000ull

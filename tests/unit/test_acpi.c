@@ -139,9 +139,32 @@ Test(acpi, rsdp_and_xsdt)
 	cr_assert_eq(b.rsdp_gpa, TABLES_GPA, "RSDP first, so the BIOS-area scan finds it at once");
 	cr_assert_eq(memcmp(r->oem_id, "MOAT  ", 6), 0);
 	cr_assert_eq(x->revision, 1);
-	cr_assert_eq(le32toh(x->length), sizeof(*x) + 2 * 8, "FACP and APIC");
+	cr_assert_eq(le32toh(x->length), sizeof(*x) + 3 * 8, "FACP, APIC and MCFG");
 	cr_assert_eq(memcmp(at(&b, xsdt_entry(x, 0), 4), "FACP", 4), 0);
 	cr_assert_eq(memcmp(at(&b, xsdt_entry(x, 1), 4), "APIC", 4), 0);
+	cr_assert_eq(memcmp(at(&b, xsdt_entry(x, 2), 4), "MCFG", 4), 0);
+	free(b.buf);
+}
+
+Test(acpi, mcfg_describes_bus_0_and_goes_without_pci)
+{
+	struct acpi_config cfg = test_config(1);
+	struct built b = build(&cfg, TABLES_GPA);
+	const struct acpi_header *h = find(&b, "MCFG");
+	const struct acpi_mcfg_alloc *al = (const void *)((const uint8_t *)h + sizeof(struct acpi_mcfg));
+
+	cr_assert_eq(le32toh(h->length), sizeof(struct acpi_mcfg) + sizeof(*al));
+	cr_assert_eq(le64toh(al->base_address), X86_PCI_ECAM_START);
+	cr_assert_eq(al->segment, 0);
+	cr_assert_eq(al->start_bus, 0);
+	cr_assert_eq(al->end_bus, 0);
+	free(b.buf);
+
+	/* No PCI: no MCFG, and the XSDT lists only what exists. */
+	cfg.pci_ecam_base = 0;
+	b = build(&cfg, TABLES_GPA);
+	const struct acpi_header *x = xsdt(&b);
+	cr_assert_eq(le32toh(x->length), sizeof(*x) + 2 * 8);
 	free(b.buf);
 }
 
@@ -461,6 +484,15 @@ Test(acpi_iasl, dsdt_disassembles)
 	cr_assert_not_null(strstr(r->dsl, "{4}"), "%s", r->dsl);
 	cr_assert_not_null(strstr(r->dsl, "Method (_STA, 0, NotSerialized)"), "%s", r->dsl);
 	cr_assert_not_null(strstr(r->dsl, "Return (0x0F)"), "%s", r->dsl);
+	/* The PCIe host bridge with its window, and ECAM reserved as a motherboard resource. */
+	cr_assert_not_null(strstr(r->dsl, "EisaId (\"PNP0A08\")"), "%s", r->dsl);
+	cr_assert_not_null(strstr(r->dsl, "EisaId (\"PNP0A03\")"), "%s", r->dsl);
+	cr_assert_not_null(strstr(r->dsl, "WordBusNumber (ResourceProducer"), "%s", r->dsl);
+	cr_assert_not_null(strstr(r->dsl, "0xC0000000,"), "%s", r->dsl);
+	cr_assert_not_null(strstr(r->dsl, "0xDFFFFFFF,"), "%s", r->dsl);
+	cr_assert_not_null(strstr(r->dsl, "EisaId (\"PNP0C02\")"), "%s", r->dsl);
+	cr_assert_not_null(strstr(r->dsl, "Memory32Fixed (ReadOnly"), "%s", r->dsl);
+	cr_assert_not_null(strstr(r->dsl, "0xE0000000,"), "%s", r->dsl);
 	iasl_cleanup(r);
 	free(r);
 	free(b.buf);
@@ -527,6 +559,10 @@ Test(acpi_iasl, fadt_madt_xsdt_disassemble_cleanly)
 	iasl_cleanup(r);
 
 	disassemble(r, xsdt(&b), "xsdt");
+	iasl_cleanup(r);
+
+	disassemble(r, find(&b, "MCFG"), "mcfg");
+	cr_assert_not_null(strstr(r->dsl, "Base Address : 00000000E0000000"), "%s", r->dsl);
 	iasl_cleanup(r);
 	free(r);
 	free(b.buf);

@@ -72,7 +72,7 @@ Test(boot, e820_low_memory_only)
 	static struct boot_params bp;
 	struct e820_layout l = { .low_ram_end = 512ull << 20 };
 
-	cr_assert_eq(e820_build(&bp, &l), 3);
+	cr_assert_eq(e820_build(&bp, &l), 4);
 	cr_assert_eq(bp.e820_table[0].addr, 0);
 	cr_assert_eq(bp.e820_table[0].size, X86_EBDA_START);
 	cr_assert_eq(bp.e820_table[0].type, 1);
@@ -80,6 +80,9 @@ Test(boot, e820_low_memory_only)
 	cr_assert_eq(bp.e820_table[1].type, 2, "ACPI area is reserved");
 	cr_assert_eq(bp.e820_table[2].addr, X86_HIGH_MEM_START);
 	cr_assert_eq(bp.e820_table[2].addr + bp.e820_table[2].size, 512ull << 20);
+	cr_assert_eq(bp.e820_table[3].addr, X86_PCI_ECAM_START);
+	cr_assert_eq(bp.e820_table[3].size, X86_PCI_ECAM_SIZE);
+	cr_assert_eq(bp.e820_table[3].type, 2, "PCI ECAM is reserved");
 }
 
 Test(boot, e820_with_memory_above_4g)
@@ -87,10 +90,10 @@ Test(boot, e820_with_memory_above_4g)
 	static struct boot_params bp;
 	struct e820_layout l = { .low_ram_end = X86_MMIO_HOLE_START, .high_ram_size = 1ull << 30 };
 
-	cr_assert_eq(e820_build(&bp, &l), 4);
+	cr_assert_eq(e820_build(&bp, &l), 5);
 	cr_assert_eq(bp.e820_table[2].addr + bp.e820_table[2].size, X86_MMIO_HOLE_START);
-	cr_assert_eq(bp.e820_table[3].addr, 4ull << 30);
-	cr_assert_eq(bp.e820_table[3].size, 1ull << 30);
+	cr_assert_eq(bp.e820_table[4].addr, 4ull << 30);
+	cr_assert_eq(bp.e820_table[4].size, 1ull << 30);
 	/* No RAM entry may touch the MMIO hole. */
 	for (int i = 0; i < bp.e820_entries; i++)
 		if (bp.e820_table[i].type == 1)
@@ -136,7 +139,7 @@ Test(boot, zero_page_fields)
 	cr_assert_eq(bp.hdr.ramdisk_image, 0x1f000000);
 	cr_assert_eq(bp.hdr.ramdisk_size, 0x123456);
 	cr_assert_eq(bp.acpi_rsdp_addr, 0xe0000);
-	cr_assert_eq(bp.e820_entries, 3);
+	cr_assert_eq(bp.e820_entries, 4);
 	cr_assert_eq(bp.screen_info.orig_video_isVGA, 0, "zero page starts zeroed");
 	bl.cmdline_len = 4000;
 	cr_assert_eq(boot_params_build(&bp, &bz, &bl, &el), -E2BIG, "longer than the kernel's cmdline_size");

@@ -1,0 +1,135 @@
+#include "vmm/msi.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "vmm/vm.h"
+
+#define DEFAULT_ROUTES_MAX 64u
+
+void vm_msi_init(struct vm_msi *m, unsigned int first_gsi)
+{
+	memset(m, 0, sizeof(*m));
+	pthread_mutex_init(&m->lock, NULL);
+	m->first_gsi = first_gsi;
+}
+
+void vm_msi_fini(struct vm_msi *m)
+{
+	for (unsigned int i = 0; i < m->n; i++)
+		if (m->routes[i].irqfd >= 0)
+			close(m->routes[i].irqfd);
+	m->n = 0;
+	pthread_mutex_destroy(&m->lock);
+}
+
+/* The whole table: the arch's pins, then every enabled MSI. Lock held. */
+static int commit(struct vm *vm)
+{
+	struct vm_msi *m = &vm->msi;
+	size_t max = DEFAULT_ROUTES_MAX + m->n;
+	struct kvm_irq_routing *t = calloc(1, sizeof(*t) + max * sizeof(t->entries[0]));
+	unsigned int n;
+	int r = 0;
+
+	if (!t)
+		return -ENOMEM;
+	n = arch_msi_default_routes(t->entries, DEFAULT_ROUTES_MAX);
+	for (unsigned int i = 0; i < m->n; i++) {
+		const struct vm_msi_route *rt = &m->routes[i];
+		struct kvm_irq_routing_entry *e = &t->entries[n];
+
+		if (!rt->enabled)
+			continue;
+		e->gsi = rt->gsi;
+		e->type = KVM_IRQ_ROUTING_MSI;
+		e->u.msi.address_lo = (uint32_t)rt->addr;
+		e->u.msi.address_hi = (uint32_t)(rt->addr >> 32);
+		e->u.msi.data = rt->data;
+		if (vm->msi_devid) {
+			e->flags = KVM_MSI_VALID_DEVID;
+			e->u.msi.devid = rt->devid;
+		}
+		n++;
+	}
+	t->nr = n;
+	if (ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, t) < 0)
+		r = -errno;
+	free(t);
+	return r;
+}
+
+int vm_msi_alloc(struct vm *vm, uint32_t devid, unsigned int *id)
+{
+	struct vm_msi *m = &vm->msi;
+	struct vm_msi_route *rt;
+	struct kvm_irqfd irqfd = { 0 };
+	int fd, r = 0;
+
+	pthread_mutex_lock(&m->lock);
+	if (m->n >= VM_MSI_MAX) {
+		r = -ENOSPC;
+		goto out;
+	}
+	fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	rt = &m->routes[m->n];
+	memset(rt, 0, sizeof(*rt));
+	rt->gsi = m->first_gsi + m->n;
+	rt->irqfd = fd;
+	rt->devid = devid;
+	irqfd.fd = (uint32_t)fd;
+	irqfd.gsi = rt->gsi;
+	if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0) {
+		r = -errno;
+		close(fd);
+		goto out;
+	}
+	*id = m->n++;
+out:
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
+int vm_msi_set(struct vm *vm, unsigned int id, uint64_t addr, uint32_t data, bool enable)
+{
+	struct vm_msi *m = &vm->msi;
+	struct vm_msi_route *rt;
+	int r;
+
+	pthread_mutex_lock(&m->lock);
+	if (id >= m->n) {
+		pthread_mutex_unlock(&m->lock);
+		return -EINVAL;
+	}
+	rt = &m->routes[id];
+	rt->enabled = enable;
+	rt->addr = addr;
+	rt->data = data;
+	r = commit(vm);
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
+int vm_msi_fire(struct vm *vm, unsigned int id)
+{
+	uint64_t one = 1;
+
+	/* Sources are only added while the VM is built, so reading the table needs no lock. */
+	if (id >= vm->msi.n)
+		return -EINVAL;
+	return write(vm->msi.routes[id].irqfd, &one, sizeof(one)) == sizeof(one) ? 0 : -errno;
+}
+
+int vm_msi_irqfd(struct vm *vm, unsigned int id)
+{
+	return id < vm->msi.n ? vm->msi.routes[id].irqfd : -1;
+}
