@@ -9,12 +9,16 @@
 #   kernel-version        its version (uname -r)
 #   config                its build configuration
 #   initramfs.cpio.gz     guest userland: busybox, /init, the scenario scripts of tests/e2e/guest
+#   initramfs-full.cpio.gz  the same plus mke2fs and iperf3 with their libraries (in /usr/local), for
+#                         the device scenarios; the base image stays small for the boot benchmarks
 #   l1-initramfs.cpio.gz  /init of the nested test bed's L1 (see tools/testbed/run-l1.sh)
 # The kernel package and the images are cached in DIR and rebuilt only when their inputs change.
 set -euo pipefail
 
 # Kernel modules the guest's /init loads, in this order (their dependencies are added automatically).
-GUEST_MODULES="pvpanic pvpanic-mmio"
+GUEST_MODULES="pvpanic pvpanic-mmio virtio_net virtio_blk virtio-rng"
+# Programs (with their shared libraries) added to initramfs-full.cpio.gz for the device scenarios.
+GUEST_TOOLS="/usr/sbin/mke2fs /usr/bin/iperf3"
 # Kernel modules the test bed's L1 loads: required ones (L1 stops if one fails), then optional ones (a warning).
 L1_MODULES_REQUIRED="irqbypass kvm kvm-amd"
 L1_MODULES_OPTIONAL="vhost_iotlb vhost tun tap vhost_net"
@@ -246,9 +250,9 @@ if [ -d "$SCEN_DIR" ]; then
 	while IFS= read -r f; do scen_files+=("$f"); done < <(find "$SCEN_DIR" -maxdepth 1 -name '*.sh' -type f | LC_ALL=C sort)
 fi
 scen_sum=$( (for f in ${scen_files[@]+"${scen_files[@]}"}; do echo "== ${f##*/}"; cat "$f"; done) | sha256sum | cut -d' ' -f1)
-guest_hash=$(inputs_hash guest "$GUEST_MODULES" "$scen_sum")
+guest_hash=$(inputs_hash guest "$GUEST_MODULES" "$scen_sum" "$GUEST_TOOLS" "$(sha256sum "$REPO/bench/blkio.c")")
 
-if [ -f "$OUT/initramfs.cpio.gz" ] && [ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" = "$guest_hash" ]; then
+if [ -f "$OUT/initramfs.cpio.gz" ] && [ -f "$OUT/initramfs-full.cpio.gz" ] && [ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" = "$guest_hash" ]; then
 	guest_state="up to date"
 else
 	R=$TMP/guest
@@ -307,8 +311,26 @@ while :; do sleep 3600; done
 EOF
 	chmod 755 "$R/init"
 	pack "$R" "$OUT/initramfs.cpio.gz"
+	# The full image: a second archive appended (the kernel unpacks concatenated archives in order).
+	T2=$TMP/tools
+	mkdir -p "$T2/usr/local/sbin" "$T2/usr/local/bin"
+	for prog in $GUEST_TOOLS; do
+		[ -x "$prog" ] || die "$prog not found; run tools/install-deps.sh"
+		case $prog in */sbin/*) dst=usr/local/sbin ;; *) dst=usr/local/bin ;; esac
+		cp -L "$prog" "$T2/$dst/"
+		# Shared libraries at the same paths as on this machine, the loader included.
+		while IFS= read -r lib; do
+			mkdir -p "$T2$(dirname "$lib")"
+			cp -L "$lib" "$T2$lib"
+		done < <(ldd "$prog" | awk '/=> \// { print $3 } /^\t\/[^ ]* \(/ { print $1 }')
+	done
+	# The block I/O load of bench/blk.sh, linked statically.
+	gcc -O2 -static -Wall -Wextra -o "$T2/usr/local/bin/blkio" "$REPO/bench/blkio.c" || die "cannot build bench/blkio.c"
+	pack "$T2" "$TMP/tools.cpio.gz"
+	cat "$OUT/initramfs.cpio.gz" "$TMP/tools.cpio.gz" >"$OUT/initramfs-full.cpio.gz.tmp"
+	mv "$OUT/initramfs-full.cpio.gz.tmp" "$OUT/initramfs-full.cpio.gz"
 	echo "$guest_hash" >"$OUT/initramfs.stamp"
-	rm -rf "$R"
+	rm -rf "$R" "$T2"
 	guest_state="built"
 fi
 

@@ -26,6 +26,14 @@ static const char usage[] =
 	"                       no capabilities; on kills moat on a forbidden syscall, log only\n"
 	"                       logs it (audit/dmesg), off runs unsandboxed (for debugging)\n"
 	"  --user UID[:GID]     after setup, run as this numeric user (and group)  [default: stay]\n"
+	"  --disk path=FILE[,readonly=on][,serial=STR]\n"
+	"                       a virtio-blk disk backed by a raw image file or block device\n"
+	"                       (repeatable, up to 8)\n"
+	"  --net tap=NAME|auto[,host-ip=A.B.C.D/N][,mac=MAC][,mtu=N]\n"
+	"                       a virtio-net device on a TAP: NAME must exist; auto creates one,\n"
+	"                       brings it up with host-ip, and it is gone when moat exits\n"
+	"                       (repeatable, up to 4)\n"
+	"  --rng                a virtio-rng device fed from the host's getrandom()\n"
 	"  -h, --help           show this help\n"
 	"  -V, --version        show the version\n"
 	"\n"
@@ -92,6 +100,11 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 			*action = CLI_VERSION;
 			return 0;
 		}
+		/* Flags without a value. */
+		if (!strcmp(arg, "--rng")) {
+			cfg->rng = true;
+			continue;
+		}
 		if (strncmp(arg, "--", 2) != 0)
 			return fail(err, errlen, "unexpected argument '%s'; options start with '--' (see moat --help)",
 				    arg);
@@ -113,7 +126,7 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 		}
 
 		static const char *const known[] = { "--kernel", "--initrd", "--cmdline", "--cpus", "--memory",
-						      "--console", "--timeout", "--log-level", "--seccomp", "--user" };
+						      "--console", "--timeout", "--log-level", "--seccomp", "--user", "--disk", "--net" };
 		int k = -1;
 		for (unsigned int j = 0; j < sizeof(known) / sizeof(known[0]); j++)
 			if (!strcmp(name, known[j]))
@@ -209,6 +222,24 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 				cfg->gid = (gid_t)g;
 				cfg->gid_given = true;
 			}
+			break;
+		}
+		case 10: {
+			char why[256];
+			if (cfg->ndisks >= MOAT_MAX_DISKS)
+				return fail(err, errlen, "too many --disk options (at most %d)", MOAT_MAX_DISKS);
+			if (blk_parse_opts(val, &cfg->disks[cfg->ndisks], why, sizeof(why)))
+				return fail(err, errlen, "--disk '%s': %s", val, why);
+			cfg->ndisks++;
+			break;
+		}
+		case 11: {
+			char why[256];
+			if (cfg->nnets >= MOAT_MAX_NETS)
+				return fail(err, errlen, "too many --net options (at most %d)", MOAT_MAX_NETS);
+			if (net_parse_opts(val, &cfg->nets[cfg->nnets], why, sizeof(why)))
+				return fail(err, errlen, "--net '%s': %s", val, why);
+			cfg->nnets++;
 			break;
 		}
 		}

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "devices/net/tap.h"
+#include "devices/virtio/blk.h"
 #include "vmm/log.h"
 
 enum console_mode { CONSOLE_STDIO, CONSOLE_FILE, CONSOLE_NONE };
@@ -15,6 +17,8 @@ enum console_mode { CONSOLE_STDIO, CONSOLE_FILE, CONSOLE_NONE };
 enum seccomp_mode { SECCOMP_OFF = 0, SECCOMP_KILL, SECCOMP_LOG };
 
 #define MOAT_MAX_CPUS 64
+#define MOAT_MAX_DISKS 8
+#define MOAT_MAX_NETS 4
 #define MOAT_DEFAULT_CMDLINE "console=ttyS0 panic=-1"
 
 struct vm_config {
@@ -32,6 +36,11 @@ struct vm_config {
 	uid_t uid;
 	gid_t gid;                /* --user UID:GID, or UID's primary group, resolved by main() */
 	bool gid_given;
+	struct blk_config disks[MOAT_MAX_DISKS]; /* --disk, in order */
+	unsigned int ndisks;
+	struct net_config nets[MOAT_MAX_NETS];   /* --net, in order */
+	unsigned int nnets;
+	bool rng;                                /* --rng */
 };
 
 /* Exit statuses, documented in --help and README.md. */

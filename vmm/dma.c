@@ -61,6 +61,16 @@ static int dma_range_ok(uint64_t iova, uint64_t len)
 	return len == 0 || !__builtin_add_overflow(iova, len - 1, &end);
 }
 
+int dma_translate(const struct dma_as *as, uint64_t iova, uint64_t len, unsigned int perm, void **host,
+		  uint64_t *run)
+{
+	if (len == 0)
+		return -EINVAL;
+	if (!dma_range_ok(iova, len))
+		return -EFAULT;
+	return dma_step(as, iova, len, perm, host, run);
+}
+
 int dma_read(const struct dma_as *as, uint64_t iova, void *buf, uint64_t len)
 {
 	uint8_t *dst = buf;

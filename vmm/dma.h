@@ -43,6 +43,14 @@ struct dma_as {
 /* IOVA == GPA over gm; gm must outlive as. */
 void dma_as_init_identity(struct dma_as *as, struct guest_memory *gm);
 
+/*
+ * One step of a scatter-gather walk, for handing guest memory to a syscall (preadv/pwritev): *host
+ * points at iova and *run, 1 <= *run <= len, is how many bytes from there are contiguous in the host
+ * with perm. Use the pointer at once. -EFAULT if iova is unmapped, perm is denied or [iova, iova+len)
+ * wraps; -EINVAL for len 0.
+ */
+int dma_translate(const struct dma_as *as, uint64_t iova, uint64_t len, unsigned int perm, void **host,
+		  uint64_t *run) __attribute__((warn_unused_result));
 /* Copy [iova, iova+len) to buf, following every contiguous run; -EFAULT if any byte is unmapped. */
 int dma_read(const struct dma_as *as, uint64_t iova, void *buf, uint64_t len) __attribute__((warn_unused_result));
 /* Copy buf to [iova, iova+len); on -EFAULT a prefix may already have been written. */

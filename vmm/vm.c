@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "vmm/devices.h"
 #include "vmm/sandbox.h"
 #include "vmm/vcpu.h"
 
@@ -254,7 +255,11 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 	r = arch_vm_init(vm, err, errlen);
 	if (r)
 		return r;
+	dma_as_init_identity(&vm->dma, &vm->mem);
 	r = arch_add_devices(vm, err, errlen);
+	if (r)
+		return r;
+	r = vm_add_virtio_devices(vm, err, errlen);
 	if (r)
 		return r;
 	r = arch_load_guest(vm, err, errlen);

@@ -9,6 +9,7 @@
 #include "arch_vm.h" /* struct arch_vm, struct arch_vcpu: from arch/<arch>/ */
 #include "vmm/bus.h"
 #include "vmm/config.h"
+#include "vmm/dma.h"
 #include "vmm/event_loop.h"
 #include "vmm/log.h"
 #include "vmm/memory.h"
@@ -80,6 +81,7 @@ struct vm {
 	struct vm_start *starts;     /* run in order of registration by vm_run, before the vCPUs */
 	struct pci_bus *pci;         /* the PCI root bus, NULL if the arch has none */
 	struct vm_msi msi;           /* MSI sources routed into KVM */
+	struct dma_as dma;           /* how devices reach guest memory (identity: IOVA == GPA) */
 	bool msi_devid;              /* routes carry the requester id (KVM_MSI_VALID_DEVID) */
 	struct arch_vm arch;
 };

@@ -39,6 +39,7 @@ esac
 IMG=$REPO/build/guest/$ARCH
 KERNEL=$IMG/vmlinuz
 INITRD=$IMG/initramfs.cpio.gz
+INITRD_FULL=$IMG/initramfs-full.cpio.gz # with mke2fs and iperf3, for the device scenarios
 CMDLINE="console=ttyS0 quiet panic=-1"
 # Timeout of the "timeout" scenario: well past the guest's boot even in the nested test bed.
 SLEEP_TIMEOUT=40
@@ -64,7 +65,9 @@ scenario() {
 	S_ARGS[$name]=$(printf '%q ' "$@")
 }
 
-G=(--kernel "$KERNEL" --initrd "$INITRD" --memory 512M)
+# A guest that hangs ends with 124 after GUEST_LIMIT seconds instead of running into the harness's safety kill.
+GUEST_LIMIT=150
+G=(--kernel "$KERNEL" --initrd "$INITRD" --memory 512M --timeout "$GUEST_LIMIT")
 scenario boot 0 'MOAT_INIT_OK|CPUS=' "$FORBID_COMMON" '' -- \
 	"${G[@]}" --cmdline "$CMDLINE"
 scenario nproc-1 0 'MOAT_INIT_OK|NPROC=1' "$FORBID_COMMON" '' -- \
@@ -81,6 +84,11 @@ scenario timeout 124 'MOAT_INIT_OK|moat-scenario: sleeping forever' "$FORBID_COM
 scenario user-poweroff 0 'MOAT_INIT_OK|moat-scenario: poweroff requested' "$FORBID_COMMON" '' -- \
 	"${G[@]}" --cpus 2 --user 65534 --cmdline "$CMDLINE moat.scenario=poweroff"
 scenario sandbox-proc 0 'sandbox check passed' '' '' -- @sandbox-proc
+# Devices: host-side scripts that set up back ends, run moat and check both sides (tests/e2e/NAME.sh).
+scenario net 0 'net check passed' '' '' -- @net
+scenario blk 0 'blk check passed' '' '' -- @blk
+scenario rng 0 'MOAT_INIT_OK|RNG_CURRENT=virtio_rng|RNG_BYTES=256' "$FORBID_COMMON" '' -- \
+	"${G[@]}" --rng --cmdline "$CMDLINE moat.scenario=rng"
 scenario missing-kernel 1 '' '' '/nonexistent' -- \
 	--kernel /nonexistent --initrd "$INITRD" --cmdline "$CMDLINE"
 
@@ -105,7 +113,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 W=$(mktemp -d "${TMPDIR:-/tmp}/moat-e2e.XXXXXX")
 
-if [ ! -s "$KERNEL" ] || [ ! -s "$INITRD" ]; then
+if [ ! -s "$KERNEL" ] || [ ! -s "$INITRD" ] || [ ! -s "$INITRD_FULL" ]; then
 	echo "run.sh: guest images missing in $IMG; building them"
 	"$REPO/tools/guest-images.sh" --arch "$ARCH" || { echo "run.sh: tools/guest-images.sh failed" >&2; exit 1; }
 fi
@@ -147,6 +155,9 @@ check() {
 	if [ "${args[0]}" = @sandbox-proc ]; then
 		timeout -k 10 "$SAFETY" "$REPO/tests/e2e/sandbox-proc.sh" "$MOAT_BIN" "$KERNEL" "$INITRD" "$CMDLINE" \
 			</dev/null >"$out" 2>"$err" || rc=$?
+	elif [[ ${args[0]} == @* ]]; then
+		timeout -k 10 "$SAFETY" "$REPO/tests/e2e/${args[0]#@}.sh" "$MOAT_BIN" "$KERNEL" "$INITRD_FULL" "$CMDLINE" \
+			"${args[@]:1}" </dev/null >"$out" 2>"$err" || rc=$?
 	else
 		timeout -k 10 "$SAFETY" "$MOAT_BIN" "${args[@]}" </dev/null >"$out" 2>"$err" || rc=$?
 	fi
@@ -170,8 +181,12 @@ check() {
 	if [ ${#reasons[@]} -gt 0 ]; then
 		REASON=$(printf '%s; ' "${reasons[@]}")
 		REASON=${REASON%; }
+		# A guest kernel oops on an int3 in code being live-patched (static keys, alternatives): seen only
+		# under nested emulation, several vCPUs racing the text-poke protocol. Not moat's doing: retry once.
+		if grep -qE 'Oops: int3|int3: 0000' "$out"; then
+			RESET_SUSPECT=2
 		# The guest reset by itself (moat exits 0 on a reboot) before the scenario finished.
-		if [ "$rc" = 0 ] && { [ "${S_RC[$name]}" != 0 ] || [ $missing = 1 ]; } &&
+		elif [ "$rc" = 0 ] && { [ "${S_RC[$name]}" != 0 ] || [ $missing = 1 ]; } &&
 			! grep -qF 'Kernel panic' "$out" && { grep -qiE 'reboot|reset' "$err" || [ $missing = 1 ]; }; then
 			RESET_SUSPECT=1
 		fi
@@ -195,13 +210,17 @@ pass=0
 fail=0
 for name in "${NAMES[@]}"; do
 	check "$name"
-	if [ -n "$REASON" ] && [ $RESET_SUSPECT = 1 ]; then
+	if [ -n "$REASON" ] && [ $RESET_SUSPECT != 0 ]; then
 		first=$REASON
-		echo "RETRY $name: the guest seems to have reset silently ($first); retrying once"
+		if [ $RESET_SUSPECT = 2 ]; then
+			echo "RETRY $name: the guest kernel oopsed on an int3 in live-patched code (seen only under nested emulation) ($first); retrying once"
+		else
+			echo "RETRY $name: the guest seems to have reset silently ($first); retrying once"
+		fi
 		show_tail "$name"
 		check "$name"
 		if [ -z "$REASON" ]; then
-			echo "PASS $name (${ELAPSED}s) [passed on the retry; the first run reset silently: $first]"
+			echo "PASS $name (${ELAPSED}s) [passed on the retry; the first run failed: $first]"
 			pass=$((pass + 1))
 			continue
 		fi

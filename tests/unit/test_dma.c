@@ -155,3 +155,31 @@ Test(dma, iommu_backend_pages_are_split_and_permissions_hold)
 	cr_assert_eq(dma_read(&as, 0, in, 4), -EFAULT, "nor overrun the caller's buffer");
 	cr_assert_null(dma_ptr(&as, 0, 4, DMA_READ));
 }
+
+Test(dma, translate_returns_one_contiguous_run)
+{
+	struct fixture f;
+	static uint8_t host[4 * PG] __attribute__((aligned(4096)));
+	struct fake_iommu m = { .page = { host + 2 * PG, host }, .perm = { DMA_READ | DMA_WRITE, DMA_READ } };
+	struct dma_as as = { .ops = &fake_ops, .ctx = &m };
+	void *p = NULL;
+	uint64_t run = 0;
+
+	fx_init(&f);
+	cr_assert_eq(dma_translate(&f.as, R1 - 10, 64, DMA_WRITE, &p, &run), 0);
+	cr_assert_eq(p, f.ram + R1 - 10);
+	cr_assert_eq(run, 10, "stops at the R0/R1 boundary: the regions are separate host ranges");
+	cr_assert_eq(dma_translate(&f.as, R2, 100, DMA_READ, &p, &run), 0);
+	cr_assert_eq(run, 100, "never more than asked for");
+	cr_assert_eq(dma_translate(&f.as, 2 * RSZ, 1, DMA_READ, &p, &run), -EFAULT, "hole");
+	cr_assert_eq(dma_translate(&f.as, UINT64_MAX - 3, 8, DMA_READ, &p, &run), -EFAULT, "wraps");
+	cr_assert_eq(dma_translate(&f.as, 0, 0, DMA_READ, &p, &run), -EINVAL, "len 0");
+	free(f.ram);
+
+	cr_assert_eq(dma_translate(&as, PG - 8, 64, DMA_READ, &p, &run), 0);
+	cr_assert_eq(p, host + 3 * PG - 8);
+	cr_assert_eq(run, 8, "stops at the IOVA page boundary");
+	cr_assert_eq(dma_translate(&as, PG, 8, DMA_WRITE, &p, &run), -EFAULT, "read-only page");
+	m.bug = 2;
+	cr_assert_eq(dma_translate(&as, 0, 4, DMA_READ, &p, &run), -EFAULT, "a run longer than asked is refused");
+}

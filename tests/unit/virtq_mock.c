@@ -32,15 +32,35 @@ void vqm_init(struct vqm *m, unsigned int size)
 	m->data_next = VQM_DATA;
 }
 
+void vqm_init_shared(struct vqm *m, struct vqm *mem, unsigned int size, uint64_t ring_base)
+{
+	cr_assert_null(mem->mem, "mock: share the owner's memory");
+	memset(m, 0, sizeof(*m));
+	m->mem = mem;
+	m->size = size;
+	m->desc = ring_base;
+	m->avail = m->desc + VIRTQ_DESC_BYTES(size);
+	m->used = align_up(m->avail + VIRTQ_AVAIL_BYTES(size), 4096);
+	cr_assert_eq(ring_base % 4096, 0);
+	cr_assert_geq(ring_base, mem->used + VIRTQ_USED_BYTES(mem->size), "mock: rings overlap");
+	cr_assert_leq(m->used + VIRTQ_USED_BYTES(size), VQM_DATA, "mock: rings run into the data area");
+}
+
+static struct vqm *owner(struct vqm *m)
+{
+	return m->mem ? m->mem : m;
+}
+
 void vqm_fini(struct vqm *m)
 {
+	cr_assert_null(m->mem, "mock: only the owner frees the memory");
 	free(m->ram);
 	m->ram = NULL;
 }
 
 void *vqm_host(struct vqm *m, uint64_t gpa, uint64_t len)
 {
-	void *p = gm_ptr(&m->gm, gpa, len);
+	void *p = gm_ptr(&owner(m)->gm, gpa, len);
 
 	cr_assert_not_null(p, "mock: 0x%llx+%llu is not RAM", (unsigned long long)gpa, (unsigned long long)len);
 	return p;
@@ -48,10 +68,11 @@ void *vqm_host(struct vqm *m, uint64_t gpa, uint64_t len)
 
 uint64_t vqm_alloc(struct vqm *m, uint64_t len, uint64_t align)
 {
-	uint64_t a = align_up(m->data_next, align);
+	struct vqm *o = owner(m);
+	uint64_t a = align_up(o->data_next, align);
 
 	cr_assert_leq(a + len, VQM_R0 + VQM_R0_SIZE, "mock: data area exhausted");
-	m->data_next = a + len;
+	o->data_next = a + len;
 	return a;
 }
 

@@ -25,9 +25,11 @@
 #define VQM_R2_SIZE 0x10000ull
 #define VQM_HOLE (VQM_R1 + VQM_R1_SIZE)
 #define VQM_DESC 0x1000ull
+#define VQM_DESC2 0x80000ull /* rings of a second queue (vqm_init_shared), up to 8192 entries */
 #define VQM_DATA 0xe0000ull
 
 struct vqm {
+	struct vqm *mem;     /* NULL: this one owns the memory; else the queue whose memory is shared */
 	struct guest_memory gm;
 	struct dma_as as;
 	uint8_t *ram;
@@ -47,6 +49,11 @@ struct vqm_buf {
 /* Memory and ring layout for a queue of `size` entries; the device side is not touched. */
 void vqm_init(struct vqm *m, unsigned int size);
 void vqm_fini(struct vqm *m);
+/*
+ * Another queue of `size` entries in mem's guest memory (a device with several queues): rings at
+ * ring_base (not overlapping mem's), buffers from mem's data area. Only mem is vqm_fini'd.
+ */
+void vqm_init_shared(struct vqm *m, struct vqm *mem, unsigned int size, uint64_t ring_base);
 /* Host pointer to guest memory (asserts it is RAM). */
 void *vqm_host(struct vqm *m, uint64_t gpa, uint64_t len);
 uint64_t vqm_alloc(struct vqm *m, uint64_t len, uint64_t align);

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Network throughput benchmark: iperf3 TCP guest->host (up) and host->guest (down) through moat's
+# virtio-net and through QEMU's userspace virtio-net (-netdev tap,vhost=off), same kernel, initramfs and
+# guest script, plus the ceiling of a veth pair between two network namespaces.
+#
+#   bench/net.sh [--arch x86_64] [--runs N] [--secs S] [--vmms "moat qemu"]
+#
+# Median of N interleaved runs (default 3) of S seconds (default 10) per direction. Everything happens in
+# network namespaces this script creates, and in ONE session: on this host if its KVM is hardware
+# virtualization, else inside one L1 of the nested test bed (figures from different sessions do not compare).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ARCH=x86_64
+RUNS=3
+SECS=10
+VMMS="moat qemu"
+INNER=0
+EXTRA_MOAT=${MOAT_BENCH_NET_ARGS:-}
+
+usage() { echo "usage: $0 [--arch x86_64] [--runs N] [--secs S] [--vmms \"moat qemu\"]" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+	case $1 in
+	--arch) [ $# -ge 2 ] || usage; ARCH=$2; shift 2 ;;
+	--runs) [ $# -ge 2 ] || usage; RUNS=$2; shift 2 ;;
+	--secs) [ $# -ge 2 ] || usage; SECS=$2; shift 2 ;;
+	--vmms) [ $# -ge 2 ] || usage; VMMS=$2; shift 2 ;;
+	--inner) INNER=1; shift ;;
+	-h|--help) usage ;;
+	*) echo "net.sh: unknown argument: $1" >&2; usage ;;
+	esac
+done
+[[ $RUNS =~ ^[0-9]+$ ]] && [ "$RUNS" -ge 1 ] || { echo "net.sh: --runs needs a positive number" >&2; exit 2; }
+[[ $SECS =~ ^[0-9]+$ ]] && [ "$SECS" -ge 1 ] || { echo "net.sh: --secs needs a positive number" >&2; exit 2; }
+case $ARCH in
+x86_64) hw_flags='vmx|svm' ;;
+*) echo "net.sh: unsupported --arch '$ARCH' (supported: x86_64)" >&2; exit 2 ;;
+esac
+
+IMG=$REPO/build/guest/$ARCH
+BUILD_DIR=${BUILD:-build}
+[[ $BUILD_DIR == /* ]] || BUILD_DIR=$REPO/$BUILD_DIR
+export MOAT=${MOAT:-$BUILD_DIR/moat}
+export MOAT_BENCH_NET_ARGS=$EXTRA_MOAT
+
+if [ $INNER = 0 ]; then
+	"$REPO/tools/guest-images.sh" --arch "$ARCH" || { echo "net.sh: tools/guest-images.sh failed" >&2; exit 1; }
+	args=(--inner --arch "$ARCH" --runs "$RUNS" --secs "$SECS" --vmms "$VMMS")
+	if grep -qwE "$hw_flags" /proc/cpuinfo && [ -e /dev/kvm ]; then
+		echo "net.sh: running on this host (hardware KVM)"
+		exec "$0" "${args[@]}"
+	fi
+	echo "net.sh: this host's KVM cannot boot Linux; running everything inside one L1 of the nested test bed"
+	exec "$REPO/tools/testbed/run-l1.sh" --arch "$ARCH" -- bench/net.sh "${args[@]}"
+fi
+
+# ------------------------------------------------------------------ inner part, in a fresh network namespace
+if [ "${MOAT_BENCH_IN_NETNS:-}" != 1 ]; then
+	exec unshare --net -- env MOAT_BENCH_IN_NETNS=1 "$0" --inner --arch "$ARCH" --runs "$RUNS" --secs "$SECS" --vmms "$VMMS"
+fi
+KERNEL=$IMG/vmlinuz
+INITRD=$IMG/initramfs-full.cpio.gz
+HOST_IP=10.0.2.1
+GUEST_IP=10.0.2.15
+CMDLINE="console=ttyS0 quiet panic=-1 moat.scenario=net moat.ip=$GUEST_IP moat.peer=$HOST_IP moat.iperf=$SECS"
+W=$(mktemp -d "${TMPDIR:-/tmp}/moat-bnet.XXXXXX")
+PIDS=()
+cleanup() {
+	for p in ${PIDS[@]+"${PIDS[@]}"}; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true; done
+	ip netns del moat-bench-peer 2>/dev/null || true
+	rm -rf --one-file-system "$W"
+}
+trap cleanup EXIT
+ip link set lo up
+iperf3 -s >"$W/iperf-server.log" 2>&1 &
+PIDS+=($!)
+
+# guest_run VMM: one boot; prints "UP DOWN" in Mbit/s, or "fail REASON".
+guest_run() {
+	local v=$1 con=$W/$1.console pid rc=0 waited=0
+	rm -f "$con"
+	case $v in
+	moat)
+		# shellcheck disable=SC2086
+		"$MOAT" --kernel "$KERNEL" --initrd "$INITRD" --memory 512M --cmdline "$CMDLINE" \
+			--net "tap=auto,host-ip=$HOST_IP/24" $EXTRA_MOAT --console "file:$con" --timeout 600 \
+			</dev/null 2>"$W/$v.err" &
+		pid=$!
+		;;
+	qemu)
+		qemu-system-x86_64 -enable-kvm -M q35 -cpu host -m 512 -smp 1 -nodefaults -no-user-config \
+			-display none -vga none -no-reboot -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE" \
+			-netdev tap,id=n0,ifname=qtap0,script=no,downscript=no,vhost=off \
+			-device virtio-net-pci,netdev=n0,romfile= -serial "file:$con" </dev/null 2>"$W/$v.err" &
+		pid=$!
+		for _ in $(seq 100); do ip link show qtap0 >/dev/null 2>&1 && break; sleep 0.1; done
+		ip addr add "$HOST_IP/24" dev qtap0 2>/dev/null || true
+		ip link set qtap0 up 2>/dev/null || true
+		;;
+	esac
+	PIDS+=("$pid")
+	while [ $waited -lt 900 ]; do
+		grep -q MOAT_NET_WAIT "$con" 2>/dev/null && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 1
+		waited=$((waited + 1))
+	done
+	if grep -q MOAT_NET_WAIT "$con" 2>/dev/null; then
+		{ exec 3<>"/dev/tcp/$GUEST_IP/5555" && echo bye >&3 && exec 3>&-; } 2>/dev/null || true
+	fi
+	wait "$pid" || rc=$?
+	local up down
+	up=$(tr -d '\r' <"$con" 2>/dev/null | sed -n 's/^IPERF_UP_MBPS=//p' | head -n 1)
+	down=$(tr -d '\r' <"$con" 2>/dev/null | sed -n 's/^IPERF_DOWN_MBPS=//p' | head -n 1)
+	if [ -n "$up" ] && [ -n "$down" ]; then
+		echo "$up $down"
+	else
+		echo "fail exit $rc; $(tr -d '\r' <"$con" 2>/dev/null | grep -E 'FAIL|panic' | head -n 2 | tr '\n' ' ')$(tail -n 2 "$W/$v.err" | tr '\n' ' ')"
+	fi
+}
+
+# The ceiling: TCP between this namespace and a peer namespace over a veth pair.
+veth_run() {
+	ip netns add moat-bench-peer
+	ip link add vb0 type veth peer name vb1 netns moat-bench-peer
+	ip addr add 10.0.3.1/24 dev vb0
+	ip link set vb0 up
+	ip -n moat-bench-peer addr add 10.0.3.2/24 dev vb1
+	ip -n moat-bench-peer link set vb1 up
+	ip -n moat-bench-peer link set lo up
+	local up down
+	up=$(ip netns exec moat-bench-peer iperf3 -c 10.0.3.1 -t "$SECS" -f m 2>/dev/null | awk '/receiver/ { print $(NF-2) }' | tail -n 1)
+	down=$(ip netns exec moat-bench-peer iperf3 -c 10.0.3.1 -t "$SECS" -f m -R 2>/dev/null | awk '/receiver/ { print $(NF-2) }' | tail -n 1)
+	ip link del vb0 2>/dev/null || true
+	ip netns del moat-bench-peer 2>/dev/null || true
+	echo "${up:-fail} ${down:-fail}"
+}
+
+stats() {
+	if [ -z "${1// /}" ]; then echo "- - - 0"; return; fi
+	printf '%s\n' $1 | sort -g | awk '{ a[NR] = $1 } END {
+		m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+		printf "%.0f %.0f %.0f %d\n", m, a[1], a[NR], NR }'
+}
+
+declare -A UP=() DOWN=() ERRS=()
+names=($VMMS veth)
+for v in "${names[@]}"; do UP[$v]=""; DOWN[$v]=""; ERRS[$v]=""; done
+echo "net.sh: kernel $(cat "$IMG/kernel-version"); $RUNS interleaved runs; iperf3 TCP ${SECS}s each way; Mbit/s"
+for n in $(seq "$RUNS"); do
+	for v in "${names[@]}"; do
+		if [ "$v" = veth ]; then res=$(veth_run); else res=$(guest_run "$v"); fi
+		if [[ $res == fail* ]]; then
+			ERRS[$v]=$res
+			printf '  run %d %-6s FAILED: %s\n' "$n" "$v" "$res"
+			continue
+		fi
+		read -r u d <<<"$res"
+		UP[$v]+="$u "
+		DOWN[$v]+="$d "
+		printf '  run %d %-6s up %8s  down %8s\n' "$n" "$v" "$u" "$d"
+	done
+done
+
+echo
+read -r qu _ <<<"$(stats "${UP[qemu]:-}")"
+read -r qd _ <<<"$(stats "${DOWN[qemu]:-}")"
+printf '%-8s %10s %10s %12s %12s\n' VMM "up Mbit/s" "down Mbit/s" "up vs qemu" "down vs qemu"
+for v in "${names[@]}"; do
+	read -r mu _ _ cu <<<"$(stats "${UP[$v]}")"
+	read -r md _ _ _ <<<"$(stats "${DOWN[$v]}")"
+	if [ "$cu" = 0 ]; then
+		printf '%-8s failed: %s\n' "$v" "${ERRS[$v]}"
+		continue
+	fi
+	ru=-; rd=-
+	[ "$qu" = - ] || ru=$(awk -v a="$mu" -v b="$qu" 'BEGIN { printf "%.2fx", a / b }')
+	[ "$qd" = - ] || rd=$(awk -v a="$md" -v b="$qd" 'BEGIN { printf "%.2fx", a / b }')
+	printf '%-8s %10s %10s %12s %12s\n' "$v" "$mu" "$md" "$ru" "$rd"
+done

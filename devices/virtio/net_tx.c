@@ -1,0 +1,158 @@
+/* virtio-net transmit: guest -> back end (VIRTIO 1.2, 5.1.6.2). */
+#include <errno.h>
+#include <unistd.h>
+
+#include "devices/virtio/net_internal.h"
+
+/*
+ * The header the guest wrote, checked against what it negotiated: the TAP would otherwise
+ * act on offloads the guest never asked for. Flags other than NEEDS_CSUM mean nothing on
+ * transmit and are cleared (5.1.6.2.2: ignore unknown flags).
+ */
+static bool tx_hdr_ok(const struct virtio_net *n, struct virtio_net_hdr *h)
+{
+	uint8_t gso = h->gso_type & ~VIRTIO_NET_HDR_GSO_ECN;
+
+	h->flags &= VIRTIO_NET_HDR_F_NEEDS_CSUM;
+	h->num_buffers = 0;
+	if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !negotiated(n, VIRTIO_NET_F_CSUM))
+		return false;
+	if ((h->gso_type & VIRTIO_NET_HDR_GSO_ECN) &&
+	    (gso == VIRTIO_NET_HDR_GSO_NONE || !negotiated(n, VIRTIO_NET_F_HOST_ECN)))
+		return false;
+	switch (gso) {
+	case VIRTIO_NET_HDR_GSO_NONE:
+		return true;
+	case VIRTIO_NET_HDR_GSO_TCPV4:
+		return negotiated(n, VIRTIO_NET_F_HOST_TSO4);
+	case VIRTIO_NET_HDR_GSO_TCPV6:
+		return negotiated(n, VIRTIO_NET_F_HOST_TSO6);
+	default:
+		return false; /* UDP and USO are not offered */
+	}
+}
+
+/*
+ * Host iovecs for the chain's readable bytes from `skip` on, one per contiguous run. The
+ * pointers are used by the writev right after and never kept (the mapping may change).
+ */
+static int chain_iov(const struct dma_as *as, const struct virtq_chain *c, uint32_t skip, struct iovec *iov,
+		     unsigned int max, unsigned int *count)
+{
+	unsigned int k = 0;
+
+	for (unsigned int i = 0; i < c->nread; i++) {
+		uint64_t iova = c->seg[i].iova, len = c->seg[i].len;
+
+		if (skip >= len) {
+			skip -= (uint32_t)len;
+			continue;
+		}
+		iova += skip;
+		len -= skip;
+		skip = 0;
+		while (len) {
+			void *host = NULL;
+			uint64_t run = 0;
+
+			if (k == max)
+				return -E2BIG;
+			/*
+			 * GUEST: [iova, iova+len) lies in a segment checked (no wrap, mapped) at pop; the
+			 * translation is redone now and its contract (1 <= run <= len) enforced here.
+			 */
+			if (as->ops->translate(as, iova, len, DMA_READ, &host, &run) || !host || !run || run > len)
+				return -EFAULT;
+			iov[k++] = (struct iovec){ .iov_base = host, .iov_len = run };
+			iova += run;
+			len -= run;
+		}
+	}
+	*count = k;
+	return 0;
+}
+
+/* 0: the chain is done with (sent or dropped), -EAGAIN: back end full, -EFAULT: guest memory gone. */
+static int tx_send(struct virtio_net *n, struct net_pair *p, const struct virtq *q)
+{
+	const struct virtq_chain *c = &p->tx.chain;
+	struct virtio_net_hdr hdr;
+	unsigned int niov = 0;
+	ssize_t w;
+	int r;
+
+	/* GUEST: transmit buffers are read-only (2.7.4) and hold a header and at most one maximal frame. */
+	if (c->nseg != c->nread || c->read_len < VIRTIO_NET_HDR_LEN ||
+	    c->read_len > VIRTIO_NET_HDR_LEN + VIRTIO_NET_MAX_FRAME) {
+		n->c.tx_errors++;
+		return 0;
+	}
+	/* The header is copied out so that what is checked is what the back end gets. */
+	r = virtq_chain_read(q, c, 0, &hdr, sizeof(hdr));
+	if (r)
+		return r;
+	if (!tx_hdr_ok(n, &hdr)) {
+		n->c.tx_errors++;
+		return 0;
+	}
+	p->tx.iov[0] = (struct iovec){ .iov_base = &hdr, .iov_len = sizeof(hdr) };
+	r = chain_iov(q->as, c, VIRTIO_NET_HDR_LEN, p->tx.iov + 1, NET_TX_IOV - 1, &niov);
+	if (r == -E2BIG) {
+		n->c.tx_errors++; /* scattered beyond reason */
+		return 0;
+	}
+	if (r)
+		return r;
+	do {
+		w = writev(p->fd, p->tx.iov, (int)niov + 1);
+	} while (w < 0 && errno == EINTR);
+	if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return -EAGAIN;
+	if (w != (ssize_t)c->read_len) {
+		n->c.tx_dropped++;
+		return 0;
+	}
+	n->c.tx_packets++;
+	n->c.tx_bytes += c->read_len - VIRTIO_NET_HDR_LEN;
+	return 0;
+}
+
+/*
+ * Send every chain the guest has made available. On EAGAIN the chain stays popped and
+ * pending; the fd's EPOLLOUT (or the next kick) resumes. Each chain goes back with used
+ * length 0: the device wrote nothing into it.
+ */
+void net_tx_drain(struct virtio_net *n, unsigned int pair)
+{
+	struct virtio_dev *dev = &n->dev;
+	struct virtq *q = virtio_queue(dev, tx_queue(pair));
+	struct net_tx *tx = &n->pairs[pair].tx;
+	bool used = false;
+	int r;
+
+	if (!q || !virtio_dev_live(dev))
+		return;
+	for (;;) {
+		if (!tx->pending) {
+			r = virtq_pop(q, &tx->chain);
+			if (r == 0)
+				break;
+			if (r < 0) {
+				virtio_set_needs_reset(dev);
+				return;
+			}
+			tx->pending = true;
+		}
+		r = tx_send(n, &n->pairs[pair], q);
+		if (r == -EAGAIN)
+			break;
+		if (r || virtq_push(q, tx->chain.head, 0)) {
+			virtio_set_needs_reset(dev);
+			return;
+		}
+		tx->pending = false;
+		used = true;
+	}
+	if (used && virtio_notify_used(dev, tx_queue(pair)))
+		return; /* a ring fault: notify_used marked the device NEEDS_RESET */
+}

@@ -1,0 +1,43 @@
+#!/bin/sh
+# virtio-net on the host's TAP: bring the first NIC up, ping the host, iperf3 both ways, then wait for the
+# host to ping us and say goodbye on TCP port 5555. Addresses: moat.ip=, moat.peer= (defaults below).
+ip=10.0.2.15
+peer=10.0.2.1
+secs=3
+for arg in $(cat /proc/cmdline); do
+	case $arg in
+	moat.ip=*) ip=${arg#moat.ip=} ;;
+	moat.peer=*) peer=${arg#moat.peer=} ;;
+	moat.iperf=*) secs=${arg#moat.iperf=} ;;
+	esac
+done
+dev=
+for d in /sys/class/net/*; do
+	[ "${d##*/}" = lo ] || { dev=${d##*/}; break; }
+done
+[ -n "$dev" ] || { echo "NET_FAIL no network interface"; exit 1; }
+echo "NET_DEV=$dev DRIVER=$(basename "$(readlink "/sys/class/net/$dev/device/driver")") MTU=$(cat "/sys/class/net/$dev/mtu")"
+ip link set lo up
+ip link set "$dev" up
+ip addr add "$ip/24" dev "$dev"
+if ping -c 3 -W 5 "$peer" >/tmp/ping.out 2>&1; then
+	echo "PING_HOST_OK $(grep -o '[0-9]* packets received' /tmp/ping.out)"
+else
+	echo "PING_HOST_FAIL"; cat /tmp/ping.out
+fi
+# rate DIRECTION ARGS: iperf3's receiver line, in Mbit/s.
+rate() {
+	name=$1
+	shift
+	if iperf3 -c "$peer" -t "$secs" -f m "$@" >/tmp/iperf.out 2>&1; then
+		echo "$name=$(awk '/receiver/ { print $(NF-2) }' /tmp/iperf.out | tail -n 1)"
+	else
+		echo "${name}_FAIL"; tail -n 5 /tmp/iperf.out
+	fi
+}
+rate IPERF_UP_MBPS
+rate IPERF_DOWN_MBPS -R
+echo "MOAT_NET_WAIT"
+# The host pings us, then connects here; nc returns when it closes. Give up after a while.
+timeout 120 nc -l -p 5555 >/tmp/bye 2>/dev/null
+echo "HOST_SAID=$(cat /tmp/bye)"
