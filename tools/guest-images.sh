@@ -267,7 +267,7 @@ else
 	cat >"$R/init" <<'EOF'
 #!/bin/sh
 # moat test guest: load modules, print the marker, run the scenario named by moat.scenario=NAME, power off.
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export PATH=/usr/local/sbin:/usr/local/bin:/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev

@@ -6,7 +6,7 @@ set -euo pipefail
 # One list: add packages here.
 PACKAGES="build-essential pkg-config libcriterion-dev libfdt-dev libcap-ng-dev libseccomp-dev
 libnl-3-dev libnl-route-3-dev acpica-tools qemu-system-x86 busybox-static cpio xz-utils zstd
-kmod iproute2 iperf3 e2fsprogs"
+kmod iproute2 iputils-ping iperf3 e2fsprogs"
 
 die() { echo "install-deps: $*" >&2; exit 1; }
 

@@ -20,14 +20,17 @@ pid=
 srv=
 cleanup() {
 	for p in $pid $srv; do
-		kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
+		kill -0 "$p" 2>/dev/null || continue
+		kill -KILL "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
 	done
 	rm -rf --one-file-system "$W"
 }
 trap cleanup EXIT
 
 ip link set lo up
-iperf3 -s -B "$HOST_IP" >"$W/iperf-server.log" 2>&1 &
+# All addresses of this namespace (the TAP does not exist yet); nothing outside can reach it.
+iperf3 -s >"$W/iperf-server.log" 2>&1 &
 srv=$!
 
 "$MOAT_BIN" --kernel "$KERNEL" --initrd "$INITRD" --memory 512M \

@@ -1,7 +1,7 @@
 #!/bin/sh
 # virtio-blk: /dev/vda (writable) gets an ext4 file system and a file of random data whose SHA-256 the host
 # checks in the image afterwards; /dev/vdb is read-only: writing must fail and its content must be the host's.
-mkfs=/usr/local/sbin/mke2fs
+mkfs=/usr/local/sbin/mke2fs # e2fsprogs, not busybox, for ext4
 for d in vda vdb; do
 	[ -b "/dev/$d" ] || { echo "BLK_FAIL no /dev/$d"; exit 1; }
 	echo "DISK $d sectors=$(cat /sys/block/$d/size) ro=$(cat /sys/block/$d/ro)"
