@@ -176,3 +176,40 @@ Test(cli, user_uid_and_gid)
 		cr_assert(strstr(err, "--user"), "message '%s' names the flag", err);
 	}
 }
+
+Test(cli, devices)
+{
+	struct vm_config c;
+	enum cli_action a;
+	char err[256];
+
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k"), 0, "%s", err);
+	cr_assert_eq(c.ndisks + c.nnets, 0);
+	cr_assert_not(c.rng);
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--disk", "path=/a.img", "--disk=path=/b.img,readonly=on",
+			   "--net", "tap=auto,host-ip=10.0.2.1/24", "--rng", "--net=tap=tap7"),
+		     0, "%s", err);
+	cr_assert_eq(c.ndisks, 2);
+	cr_assert_str_eq(c.disks[0].path, "/a.img");
+	cr_assert_not(c.disks[0].readonly);
+	cr_assert_str_eq(c.disks[1].path, "/b.img");
+	cr_assert(c.disks[1].readonly);
+	cr_assert_eq(c.nnets, 2);
+	cr_assert(c.nets[0].tap_auto);
+	cr_assert(c.nets[0].has_host_ip);
+	cr_assert_str_eq(c.nets[1].tap, "tap7");
+	cr_assert(c.rng);
+}
+
+Test(cli, device_errors_name_the_option)
+{
+	static const struct bad_case cases[] = {
+		{ { "--kernel", "/k", "--disk", "/a.img" }, 4, "--disk '/a.img'" },
+		{ { "--kernel", "/k", "--disk", "path=/a,readonly=maybe" }, 4, "readonly" },
+		{ { "--kernel", "/k", "--net", "tap=auto,host-ip=10.0.2.1" }, 4, "--net" },
+		{ { "--kernel", "/k", "--net", "vhost=on" }, 4, "--net" },
+		{ { "--kernel", "/k", "--net" }, 3, "needs a value" },
+	};
+
+	check_bad_cases(cases, sizeof(cases) / sizeof(cases[0]));
+}
