@@ -21,7 +21,7 @@ GUEST_MODULES="pvpanic pvpanic-mmio virtio_net virtio_blk virtio-rng"
 GUEST_TOOLS="/usr/sbin/mke2fs /usr/bin/iperf3"
 # Kernel modules the test bed's L1 loads: required ones (L1 stops if one fails), then optional ones (a warning).
 L1_MODULES_REQUIRED="irqbypass kvm kvm-amd"
-L1_MODULES_OPTIONAL="vhost_iotlb vhost tun tap vhost_net"
+L1_MODULES_OPTIONAL="vhost_iotlb vhost tun tap vhost_net veth"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$REPO/tools/guest-images.sh"

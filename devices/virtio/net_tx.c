@@ -57,11 +57,8 @@ static int chain_iov(const struct dma_as *as, const struct virtq_chain *c, uint3
 
 			if (k == max)
 				return -E2BIG;
-			/*
-			 * GUEST: [iova, iova+len) lies in a segment checked (no wrap, mapped) at pop; the
-			 * translation is redone now and its contract (1 <= run <= len) enforced here.
-			 */
-			if (as->ops->translate(as, iova, len, DMA_READ, &host, &run) || !host || !run || run > len)
+			/* GUEST: dma_translate() checks [iova, iova+len) (wrap, mapping, permission) now, not at pop. */
+			if (dma_translate(as, iova, len, DMA_READ, &host, &run))
 				return -EFAULT;
 			iov[k++] = (struct iovec){ .iov_base = host, .iov_len = run };
 			iova += run;
