@@ -276,11 +276,50 @@ static int build_mcfg(struct acpi_ctx *c, uint64_t *gpa)
 	return 0;
 }
 
+/* VIOT: the virtio-iommu PCI node, then one PCI range node per run of translated functions. */
+static int build_viot(struct acpi_ctx *c, uint64_t *gpa)
+{
+	const struct acpi_config *cfg = c->cfg;
+	size_t iommu_off = sizeof(struct acpi_viot);
+	size_t len = iommu_off + sizeof(struct acpi_viot_virtio_iommu_pci) +
+		     cfg->viot_nranges * sizeof(struct acpi_viot_pci_range);
+	struct acpi_viot *v;
+	struct acpi_viot_virtio_iommu_pci *io;
+	struct acpi_viot_pci_range *r;
+
+	*gpa = 0;
+	if (!cfg->viot_nranges)
+		return 0;
+	v = ctx_alloc(c, len, 8, gpa);
+	if (!v)
+		return -ENOSPC;
+	v->node_count = htole16((uint16_t)(1 + cfg->viot_nranges));
+	v->node_offset = htole16((uint16_t)iommu_off);
+	io = (struct acpi_viot_virtio_iommu_pci *)(v + 1);
+	io->type = ACPI_VIOT_NODE_VIRTIO_IOMMU_PCI;
+	io->length = htole16(sizeof(*io));
+	io->segment = 0;
+	io->bdf = htole16(cfg->viot_iommu_bdf);
+	r = (struct acpi_viot_pci_range *)(io + 1);
+	for (unsigned int i = 0; i < cfg->viot_nranges; i++, r++) {
+		r->type = ACPI_VIOT_NODE_PCI_RANGE;
+		r->length = htole16(sizeof(*r));
+		r->endpoint_start = htole32(cfg->viot_ranges[i].bdf_start);
+		r->segment_start = r->segment_end = 0;
+		r->bdf_start = htole16(cfg->viot_ranges[i].bdf_start);
+		r->bdf_end = htole16(cfg->viot_ranges[i].bdf_end);
+		r->output_node = htole16((uint16_t)iommu_off);
+	}
+	finish_table(&v->header, "VIOT", len, 0);
+	return 0;
+}
+
 /* Tables listed in the XSDT, in order; adding one is adding a line here. A table may leave itself out (gpa 0). */
 static int (*const xsdt_tables[])(struct acpi_ctx *c, uint64_t *gpa) = {
 	build_fadt,
 	build_madt,
 	build_mcfg,
+	build_viot,
 };
 #define NTABLES (sizeof(xsdt_tables) / sizeof(xsdt_tables[0]))
 
@@ -301,6 +340,14 @@ static bool config_ok(const struct acpi_config *cfg)
 	if (!cfg->uart_port || !cfg->pvpanic_port || !cfg->sleep_ctl_port ||
 	    !cfg->sleep_sts_port || !cfg->reset_port)
 		return false;
+	/* A VIOT needs the PCI bus, and sane ranges that leave the IOMMU itself out. */
+	if (cfg->viot_nranges > ACPI_VIOT_MAX_RANGES || (cfg->viot_nranges && !cfg->pci_ecam_base))
+		return false;
+	for (unsigned int i = 0; i < cfg->viot_nranges; i++)
+		if (cfg->viot_ranges[i].bdf_start > cfg->viot_ranges[i].bdf_end ||
+		    (cfg->viot_iommu_bdf >= cfg->viot_ranges[i].bdf_start &&
+		     cfg->viot_iommu_bdf <= cfg->viot_ranges[i].bdf_end))
+			return false;
 	return true;
 }
 

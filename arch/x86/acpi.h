@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define ACPI_VIOT_MAX_RANGES 32
+
 struct acpi_config {
 	unsigned int ncpus;      /* LAPIC ids 0..ncpus-1 */
 	uint32_t lapic_addr;     /* 0xfee00000 */
@@ -23,13 +25,20 @@ struct acpi_config {
 	uint32_t pci_mmio_base;  /* the bridge's 32-bit memory window */
 	uint32_t pci_mmio_size;
 	uint16_t pci_cf8_port;   /* legacy config ports 0xcf8-0xcff, consumed by the bridge */
+	/*
+	 * virtio-iommu (VIOT table): the IOMMU's PCI function, and the functions translated by it as
+	 * ranges of BDFs on segment 0 whose endpoint ids are their BDFs. viot_nranges 0: no VIOT.
+	 */
+	uint16_t viot_iommu_bdf;
+	unsigned int viot_nranges;
+	struct { uint16_t bdf_start, bdf_end; } viot_ranges[ACPI_VIOT_MAX_RANGES];
 };
 
 /* moat's x86 platform (arch/x86/layout.h) described for ncpus vCPUs; the IOAPIC id follows the LAPIC ids. */
 struct acpi_config acpi_platform_config(unsigned int ncpus);
 
 /*
- * Build RSDP, XSDT, FADT, DSDT, MADT (and MCFG with PCI) into buf, which the guest sees at guest-physical
+ * Build RSDP, XSDT, FADT, DSDT, MADT (and MCFG with PCI, VIOT with a virtio-iommu) into buf, which the guest sees at guest-physical
  * address gpa (the tables point at each other by guest-physical address). Returns the
  * number of bytes used (>0) and stores the RSDP's guest-physical address in *rsdp_gpa, or
  * -ENOSPC if buf is too small, -EINVAL for a bad config.

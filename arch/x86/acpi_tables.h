@@ -172,6 +172,42 @@ struct acpi_mcfg_alloc {
 	uint32_t reserved;
 } ACPI_PACKED;
 
+/* VIOT: Virtual I/O Translation Table (ACPI 6.5, 5.2.32): which endpoints sit behind which virtio-iommu. */
+struct acpi_viot {
+	struct acpi_header header;
+	uint16_t node_count;
+	uint16_t node_offset;   /* of the first node, from the start of the table */
+	uint8_t reserved[8];
+} ACPI_PACKED;
+
+#define ACPI_VIOT_NODE_PCI_RANGE 1
+#define ACPI_VIOT_NODE_VIRTIO_IOMMU_PCI 3
+
+struct acpi_viot_pci_range {
+	uint8_t type;
+	uint8_t reserved0;
+	uint16_t length;
+	uint32_t endpoint_start; /* endpoint id of bdf_start; the ids the guest gives the IOMMU */
+	uint16_t segment_start;
+	uint16_t segment_end;
+	uint16_t bdf_start;
+	uint16_t bdf_end;
+	uint16_t output_node;    /* offset of the IOMMU node in the table */
+	uint8_t reserved[6];
+} ACPI_PACKED;
+
+struct acpi_viot_virtio_iommu_pci {
+	uint8_t type;
+	uint8_t reserved0;
+	uint16_t length;
+	uint16_t segment;
+	uint16_t bdf;
+	uint8_t reserved[8];
+} ACPI_PACKED;
+
+_Static_assert(sizeof(struct acpi_viot) == 48, "VIOT");
+_Static_assert(sizeof(struct acpi_viot_pci_range) == 24, "VIOT PCI range");
+_Static_assert(sizeof(struct acpi_viot_virtio_iommu_pci) == 16, "VIOT virtio-iommu PCI");
 _Static_assert(sizeof(struct acpi_mcfg) == 44, "MCFG");
 _Static_assert(sizeof(struct acpi_mcfg_alloc) == 16, "MCFG allocation");
 _Static_assert(sizeof(struct acpi_madt) == 44, "MADT");

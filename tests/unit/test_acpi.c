@@ -567,3 +567,33 @@ Test(acpi_iasl, fadt_madt_xsdt_disassemble_cleanly)
 	free(r);
 	free(b.buf);
 }
+
+Test(acpi, viot_lists_the_iommu_and_its_endpoints)
+{
+	struct acpi_config cfg = test_config(1);
+	struct built b;
+
+	cfg.viot_iommu_bdf = 1 << 3;                              /* 00:01.0 */
+	cfg.viot_nranges = 2;
+	cfg.viot_ranges[0].bdf_start = cfg.viot_ranges[0].bdf_end = 2 << 3; /* 00:02.0 */
+	cfg.viot_ranges[1].bdf_start = 4 << 3;
+	cfg.viot_ranges[1].bdf_end = 5 << 3;
+	b = build(&cfg, TABLES_GPA);
+	const struct acpi_viot *v = (const void *)find(&b, "VIOT");
+	cr_assert_eq(le16toh(v->node_count), 3);
+	const struct acpi_viot_virtio_iommu_pci *io = (const void *)((const uint8_t *)v + le16toh(v->node_offset));
+	cr_assert_eq(io->type, ACPI_VIOT_NODE_VIRTIO_IOMMU_PCI);
+	cr_assert_eq(le16toh(io->bdf), 8);
+	const struct acpi_viot_pci_range *r = (const void *)(io + 1);
+	cr_assert_eq(r[0].type, ACPI_VIOT_NODE_PCI_RANGE);
+	cr_assert_eq(le16toh(r[0].bdf_start), 16);
+	cr_assert_eq(le32toh(r[0].endpoint_start), 16);
+	cr_assert_eq(le16toh(r[1].bdf_end), 40);
+	cr_assert_eq(le16toh(r[1].output_node), le16toh(v->node_offset), "ranges point at the IOMMU node");
+	cr_assert_eq(le32toh(v->header.length), sizeof(*v) + sizeof(*io) + 2 * sizeof(*r));
+	free(b.buf);
+
+	/* The IOMMU translating itself is refused. */
+	cfg.viot_ranges[1].bdf_start = 0;
+	cr_assert_eq(acpi_build_tables(&cfg, NULL, 0, TABLES_GPA, &(uint64_t){ 0 }), -EINVAL);
+}
