@@ -66,7 +66,11 @@ CMDLINE="console=ttyS0 quiet panic=-1 moat.scenario=net moat.ip=$GUEST_IP moat.p
 W=$(mktemp -d "${TMPDIR:-/tmp}/moat-bnet.XXXXXX")
 PIDS=()
 cleanup() {
-	for p in ${PIDS[@]+"${PIDS[@]}"}; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true; done
+	for p in ${PIDS[@]+"${PIDS[@]}"}; do
+		kill -0 "$p" 2>/dev/null || continue
+		kill -KILL "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
 	ip netns del moat-bench-peer 2>/dev/null || true
 	rm -rf --one-file-system "$W"
 }

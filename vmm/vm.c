@@ -276,13 +276,20 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 	return 0;
 }
 
-enum vm_stop_reason vm_run(struct vm *vm)
+int vm_start_devices(struct vm *vm)
 {
 	int r = 0;
 
-	/* Device workers first: they must exist before the main thread's filter goes on (see sandbox.h). */
 	for (struct vm_start *s = vm->starts; s && !r; s = s->next)
 		r = s->fn(s->p);
+	return r;
+}
+
+enum vm_stop_reason vm_run(struct vm *vm)
+{
+	/* Device workers first: they must exist before the main thread's filter goes on (see sandbox.h). */
+	int r = vm_start_devices(vm);
+
 	if (r)
 		vm_request_stop(vm, VM_STOP_ERROR, "cannot start device threads: %s", strerror(-r));
 	else if ((r = vm_start_vcpus(vm)))

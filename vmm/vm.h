@@ -111,6 +111,8 @@ int vm_add_cleanup(struct vm *vm, void (*fn)(void *p), void *p) __attribute__((w
 
 /* Call fn(p) when the guest starts, before the vCPUs run; a failure stops the VM. */
 int vm_add_start(struct vm *vm, int (*fn)(void *p), void *p) __attribute__((warn_unused_result));
+/* Run what vm_add_start() registered (vm_run() does it; tests without vCPUs call it themselves). */
+int vm_start_devices(struct vm *vm) __attribute__((warn_unused_result));
 
 /* Interrupt line for in-kernel irqchip (edge ISA lines: set 1 then 0). */
 int vm_set_irq_line(struct vm *vm, unsigned int gsi, bool level);
