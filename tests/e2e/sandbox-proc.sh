@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sandbox check on a running moat: boots the test guest with --user 65534 and 2 vCPUs, waits for the guest's
+# Sandbox check on a running moat: boots the test guest with --user 65534, 2 vCPUs and a virtio-rng (so a
+# device worker thread exists), waits for the guest's
 # /init, then reads /proc: every moat thread must have Seccomp: 2, and the process no capabilities and uid
 # 65534. Stops moat with SIGTERM (expects exit status 143). Prints what it saw; exits 0 when all holds.
 #
@@ -15,7 +16,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$MOAT_BIN" --kernel "$KERNEL" --initrd "$INITRD" --cpus 2 --memory 512M --user 65534 \
+"$MOAT_BIN" --kernel "$KERNEL" --initrd "$INITRD" --cpus 2 --memory 512M --user 65534 --rng \
 	--cmdline "$CMDLINE moat.scenario=sleep" --console "file:$W/console" --timeout 200 \
 	</dev/null 2>"$W/err" &
 pid=$!
@@ -50,7 +51,8 @@ if alive; then
 		threads=$((threads + 1))
 		[ "$sec" = 2 ] || fail+=("thread $name has Seccomp: $sec")
 	done
-	[ $threads -ge 3 ] || fail+=("expected the main thread and 2 vCPU threads, saw $threads threads")
+	[ $threads -ge 4 ] || fail+=("expected the main thread, 2 vCPU threads and a device thread, saw $threads threads")
+	grep -q '^moat-rng$' /proc/$pid/task/*/comm || fail+=("no moat-rng device thread")
 	kill -TERM "$pid"
 fi
 rc=0
