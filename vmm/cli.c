@@ -26,14 +26,18 @@ static const char usage[] =
 	"                       no capabilities; on kills moat on a forbidden syscall, log only\n"
 	"                       logs it (audit/dmesg), off runs unsandboxed (for debugging)\n"
 	"  --user UID[:GID]     after setup, run as this numeric user (and group)  [default: stay]\n"
-	"  --disk path=FILE[,readonly=on][,serial=STR]\n"
+	"  --disk path=FILE[,readonly=on][,serial=STR][,iommu=off]\n"
 	"                       a virtio-blk disk backed by a raw image file or block device\n"
 	"                       (repeatable, up to 8)\n"
-	"  --net tap=NAME|auto[,host-ip=A.B.C.D/N][,mac=MAC][,mtu=N]\n"
+	"  --net tap=NAME|auto[,host-ip=A.B.C.D/N][,mac=MAC][,mtu=N][,iommu=off]\n"
 	"                       a virtio-net device on a TAP: NAME must exist; auto creates one,\n"
 	"                       brings it up with host-ip, and it is gone when moat exits\n"
 	"                       (repeatable, up to 4)\n"
 	"  --rng                a virtio-rng device fed from the host's getrandom()\n"
+	"  --iommu              a virtio-iommu; every virtio device sits behind it (DMA only to\n"
+	"                       what the guest maps) unless given iommu=off\n"
+	"  --iommu-bypass       devices the guest has not attached to an IOMMU domain reach all of\n"
+	"                       guest memory (for guests without a virtio-iommu driver); default: blocked\n"
 	"  -h, --help           show this help\n"
 	"  -V, --version        show the version\n"
 	"\n"
@@ -103,6 +107,14 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 		/* Flags without a value. */
 		if (!strcmp(arg, "--rng")) {
 			cfg->rng = true;
+			continue;
+		}
+		if (!strcmp(arg, "--iommu")) {
+			cfg->iommu = true;
+			continue;
+		}
+		if (!strcmp(arg, "--iommu-bypass")) {
+			cfg->iommu_bypass = true;
 			continue;
 		}
 		if (strncmp(arg, "--", 2) != 0)
@@ -246,5 +258,14 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 	}
 	if (!cfg->kernel)
 		return fail(err, errlen, "no kernel given; use --kernel PATH (see moat --help)");
+	if (cfg->iommu_bypass && !cfg->iommu)
+		return fail(err, errlen, "--iommu-bypass needs --iommu");
+	for (unsigned int i = 0; i < cfg->ndisks; i++)
+		if (cfg->disks[i].iommu == BLK_IOMMU_ON && !cfg->iommu)
+			return fail(err, errlen, "--disk '%s' asks for iommu=on but there is no --iommu; add --iommu",
+				    cfg->disks[i].path);
+	for (unsigned int i = 0; i < cfg->nnets; i++)
+		if (cfg->nets[i].iommu == NET_IOMMU_ON && !cfg->iommu)
+			return fail(err, errlen, "--net %u asks for iommu=on but there is no --iommu; add --iommu", i + 1);
 	return 0;
 }

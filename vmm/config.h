@@ -41,6 +41,8 @@ struct vm_config {
 	struct net_config nets[MOAT_MAX_NETS];   /* --net, in order */
 	unsigned int nnets;
 	bool rng;                                /* --rng */
+	bool iommu;                              /* --iommu: a virtio-iommu, devices behind it unless iommu=off */
+	bool iommu_bypass;                       /* --iommu-bypass: unattached endpoints bypass (else blocked) */
 };
 
 /* Exit statuses, documented in --help and README.md. */

@@ -53,7 +53,7 @@ static int add_net(struct vm *vm, const struct net_config *cfg, char *err, size_
 		return r;
 	}
 	log_info(&vm->log, "virtio-net on TAP %s", tap_name(np->tap));
-	return virtio_pci_add(vm, virtio_net_dev(np->net), net_pair_free, np, err, errlen);
+	return virtio_pci_add(vm, virtio_net_dev(np->net), net_pair_free, np, NULL, err, errlen);
 }
 
 struct blk_holder {
@@ -93,7 +93,7 @@ static int add_disk(struct vm *vm, const struct blk_config *cfg, char *err, size
 		log_warn(&vm->log, "%s", err);
 		err[0] = '\0';
 	}
-	return virtio_pci_add(vm, virtio_blk_dev(h->blk), blk_holder_free, h, err, errlen);
+	return virtio_pci_add(vm, virtio_blk_dev(h->blk), blk_holder_free, h, NULL, err, errlen);
 }
 
 static void rng_free(void *p)
@@ -108,7 +108,7 @@ static int add_rng(struct vm *vm, char *err, size_t errlen)
 
 	if (r)
 		return r;
-	return virtio_pci_add(vm, virtio_rng_dev(rng), rng_free, rng, err, errlen);
+	return virtio_pci_add(vm, virtio_rng_dev(rng), rng_free, rng, NULL, err, errlen);
 }
 
 int vm_add_virtio_devices(struct vm *vm, char *err, size_t errlen)

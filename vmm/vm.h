@@ -83,6 +83,13 @@ struct vm {
 	struct vm_msi msi;           /* MSI sources routed into KVM */
 	struct dma_as dma;           /* how devices reach guest memory (identity: IOVA == GPA) */
 	bool msi_devid;              /* routes carry the requester id (KVM_MSI_VALID_DEVID) */
+	/* Who sits behind the virtio-iommu, for the firmware tables (ACPI VIOT, device-tree iommu-map). */
+	struct {
+		bool present;
+		uint16_t iommu_bdf;
+		uint16_t endpoint_bdf[32];
+		unsigned int nendpoints;
+	} iommu_topo;
 	struct arch_vm arch;
 };
 

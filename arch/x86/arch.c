@@ -248,6 +248,13 @@ int arch_load_guest(struct vm *vm, char *err, size_t errlen)
 			return r;
 	}
 
+	if (vm->iommu_topo.present) {
+		acpi.viot_iommu_bdf = vm->iommu_topo.iommu_bdf;
+		for (unsigned int i = 0; i < vm->iommu_topo.nendpoints && i < ACPI_VIOT_MAX_RANGES; i++) {
+			acpi.viot_ranges[i].bdf_start = acpi.viot_ranges[i].bdf_end = vm->iommu_topo.endpoint_bdf[i];
+			acpi.viot_nranges++;
+		}
+	}
 	acpi_buf = gm_ptr(&vm->mem, X86_ACPI_START, X86_ACPI_SIZE);
 	used = acpi_buf ? acpi_build_tables(&acpi, acpi_buf, X86_ACPI_SIZE, X86_ACPI_START, &bl.rsdp_addr) : -EFAULT;
 	if (used < 0)

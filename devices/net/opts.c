@@ -1,4 +1,4 @@
-/* The --net option: "tap=NAME|auto[,host-ip=A.B.C.D/N][,mac=XX:XX:XX:XX:XX:XX][,mtu=N]". */
+/* The --net option: "tap=NAME|auto[,host-ip=A.B.C.D/N][,mac=XX:XX:XX:XX:XX:XX][,mtu=N][,iommu=on|off]". */
 #include "devices/net/tap.h"
 
 #include <arpa/inet.h>
@@ -105,8 +105,8 @@ static int parse_host_ip(const char *s, size_t n, struct net_config *cfg)
 	return 0;
 }
 
-enum { KEY_TAP, KEY_HOST_IP, KEY_MAC, KEY_MTU, KEY_VHOST, NKEYS };
-static const char *const keys[NKEYS] = { "tap", "host-ip", "mac", "mtu", "vhost" };
+enum { KEY_TAP, KEY_HOST_IP, KEY_MAC, KEY_MTU, KEY_IOMMU, KEY_VHOST, NKEYS };
+static const char *const keys[NKEYS] = { "tap", "host-ip", "mac", "mtu", "iommu", "vhost" };
 
 static int parse_item(const char *key, size_t klen, const char *val, size_t vlen, struct net_config *cfg, bool seen[],
 		      char *err, size_t errlen)
@@ -118,7 +118,7 @@ static int parse_item(const char *key, size_t klen, const char *val, size_t vlen
 		if (strlen(keys[i]) == klen && !memcmp(keys[i], key, klen))
 			k = i;
 	if (k < 0)
-		return fail(err, errlen, "--net: unknown key '%.*s'; use tap=, host-ip=, mac= or mtu=", (int)klen, key);
+		return fail(err, errlen, "--net: unknown key '%.*s'; use tap=, host-ip=, mac=, mtu= or iommu=", (int)klen, key);
 	if (seen[k])
 		return fail(err, errlen, "--net: %s= is given twice; give it once", keys[k]);
 	seen[k] = true;
@@ -160,6 +160,14 @@ static int parse_item(const char *key, size_t klen, const char *val, size_t vlen
 			return fail(err, errlen, "--net: mtu='%.*s' is not a number from %u to %u", (int)vlen, val,
 				    NET_MTU_MIN, NET_MTU_MAX);
 		cfg->mtu = (uint16_t)v;
+		return 0;
+	case KEY_IOMMU:
+		if (vlen == 2 && !memcmp(val, "on", 2))
+			cfg->iommu = NET_IOMMU_ON;
+		else if (vlen == 3 && !memcmp(val, "off", 3))
+			cfg->iommu = NET_IOMMU_OFF;
+		else
+			return fail(err, errlen, "--net: iommu='%.*s' is not on or off", (int)vlen, val);
 		return 0;
 	default:
 		return fail(err, errlen, "--net: vhost= is not built yet; remove it to use moat's own virtio-net "

@@ -31,6 +31,9 @@
  */
 #define NET_DEFAULT_MAC { 0x02, 0x6d, 0x6f, 0x61, 0x74, 0x00 }
 
+/* iommu=: behind the virtio-iommu when there is one (the default), or not. */
+enum { NET_IOMMU_DEFAULT = 0, NET_IOMMU_ON, NET_IOMMU_OFF };
+
 struct net_config {
 	char tap[NET_IFNAMSIZ]; /* the interface to attach; empty with tap_auto */
 	bool tap_auto;          /* create one, name chosen by the kernel (moat%d) */
@@ -40,6 +43,7 @@ struct net_config {
 	bool has_mac;
 	uint8_t mac[6];         /* the guest's MAC; NET_DEFAULT_MAC when !has_mac */
 	uint16_t mtu;           /* 0: NET_MTU_DEFAULT */
+	int iommu;              /* NET_IOMMU_*: used by the VM builder, not by the device */
 };
 
 /*

@@ -27,14 +27,18 @@
  * path is an array, not a pointer into argv: in "path=FILE,readonly=on" the file name is not
  * NUL-terminated where it stands, and a copy here needs no owner to free it.
  */
+/* iommu=: behind the virtio-iommu when there is one (the default), or not. */
+enum { BLK_IOMMU_DEFAULT = 0, BLK_IOMMU_ON, BLK_IOMMU_OFF };
+
 struct blk_config {
 	char path[PATH_MAX];
 	bool readonly;
+	int iommu;                       /* BLK_IOMMU_*: used by the VM builder, not by the device */
 	char serial[BLK_SERIAL_MAX + 1]; /* GET_ID string, printable ASCII, NUL-terminated; "" if none */
 };
 
 /*
- * Parse the value of --disk: "path=FILE[,readonly=on|off][,serial=STR]", keys in any order, each
+ * Parse the value of --disk: "path=FILE[,readonly=on|off][,serial=STR][,iommu=on|off]", keys in any order, each
  * at most once. A value ends at the next single comma; ",," stands for a comma inside a value (a
  * file name with commas). A bare "FILE" is refused. On error err gets one sentence naming the bad
  * part and the fix, and the result is -EINVAL.

@@ -1,4 +1,4 @@
-/* --disk option parsing: "path=FILE[,readonly=on|off][,serial=STR]". */
+/* --disk option parsing: "path=FILE[,readonly=on|off][,serial=STR][,iommu=on|off]". */
 #include "devices/virtio/blk.h"
 
 #include <errno.h>
@@ -6,10 +6,10 @@
 
 #include "vmm/log.h"
 
-enum { KEY_PATH, KEY_READONLY, KEY_SERIAL, KEY_COUNT };
-static const char *const keys[KEY_COUNT] = { "path", "readonly", "serial" };
+enum { KEY_PATH, KEY_READONLY, KEY_SERIAL, KEY_IOMMU, KEY_COUNT };
+static const char *const keys[KEY_COUNT] = { "path", "readonly", "serial", "iommu" };
 
-#define USAGE "path=FILE[,readonly=on|off][,serial=STR]"
+#define USAGE "path=FILE[,readonly=on|off][,serial=STR][,iommu=on|off]"
 
 static int key_index(const char *s, size_t len)
 {
@@ -61,6 +61,11 @@ static int parse_value(int key, const char *v, struct blk_config *cfg, const cha
 			return set_err(err, errlen, -EINVAL,
 				       "--disk: readonly= takes on or off; write readonly=on or readonly=off");
 		cfg->readonly = !strcmp(onoff, "on");
+		return 0;
+	case KEY_IOMMU:
+		if (take_value(v, onoff, sizeof(onoff), end) || (strcmp(onoff, "on") && strcmp(onoff, "off")))
+			return set_err(err, errlen, -EINVAL, "--disk: iommu= takes on or off; write iommu=on or iommu=off");
+		cfg->iommu = !strcmp(onoff, "on") ? BLK_IOMMU_ON : BLK_IOMMU_OFF;
 		return 0;
 	default:
 		if (take_value(v, cfg->serial, sizeof(cfg->serial), end))

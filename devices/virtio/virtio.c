@@ -34,6 +34,12 @@ int virtio_dev_init(struct virtio_dev *dev, const struct virtio_dev_ops *ops, ui
 	return 0;
 }
 
+void virtio_dev_require_access_platform(struct virtio_dev *dev)
+{
+	dev->device_features |= VIRTIO_BIT(VIRTIO_F_ACCESS_PLATFORM);
+	dev->required_features |= VIRTIO_BIT(VIRTIO_F_ACCESS_PLATFORM);
+}
+
 void virtio_dev_fini(struct virtio_dev *dev)
 {
 	pthread_mutex_destroy(&dev->lock);
@@ -70,7 +76,8 @@ void virtio_reset(struct virtio_dev *dev)
 static bool features_acceptable(const struct virtio_dev *dev)
 {
 	return !(dev->driver_features & ~dev->device_features) &&
-	       (dev->driver_features & VIRTIO_BIT(VIRTIO_F_VERSION_1));
+	       (dev->driver_features & VIRTIO_BIT(VIRTIO_F_VERSION_1)) &&
+	       (dev->driver_features & dev->required_features) == dev->required_features;
 }
 
 int virtio_set_status(struct virtio_dev *dev, uint8_t status)

@@ -94,6 +94,7 @@ struct virtio_dev {
 	const struct virtio_dev_ops *ops;
 	uint32_t device_id;
 	uint64_t device_features;
+	uint64_t required_features; /* FEATURES_OK is refused without these (ACCESS_PLATFORM behind an IOMMU) */
 	uint64_t driver_features;
 	uint8_t status;
 	uint32_t config_generation;
@@ -116,13 +117,18 @@ int virtio_dev_init(struct virtio_dev *dev, const struct virtio_dev_ops *ops, ui
  * A status write from the driver. 0 resets. Otherwise bits may only be added, in order
  * (ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK), never removed, never DEVICE_NEEDS_RESET;
  * FAILED at any time, and after FAILED only a reset. FEATURES_OK only if the driver's
- * features are a subset of the device's and include VERSION_1 (-ENOTSUP, the bit stays
+ * features are a subset of the device's and include VERSION_1 and required_features (-ENOTSUP, the bit stays
  * clear so the driver sees it refused). DRIVER_OK calls ops->activate. A refused write
  * leaves the status unchanged and returns -EINVAL.
  */
 int virtio_set_status(struct virtio_dev *dev, uint8_t status) __attribute__((warn_unused_result));
 /* Driver feature write: only between DRIVER and FEATURES_OK. -EINVAL otherwise. */
 int virtio_set_driver_features(struct virtio_dev *dev, uint64_t features) __attribute__((warn_unused_result));
+/*
+ * The device sits behind an IOMMU: offer VIRTIO_F_ACCESS_PLATFORM and insist on it, so a driver
+ * cannot get its device to use guest-physical addresses by leaving it out (dev->as translates IOVAs).
+ */
+void virtio_dev_require_access_platform(struct virtio_dev *dev);
 /* Destroy what virtio_dev_init set up (the lock). */
 void virtio_dev_fini(struct virtio_dev *dev);
 /* DRIVER_OK set, neither NEEDS_RESET nor FAILED: the device may serve its queues. */

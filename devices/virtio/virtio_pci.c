@@ -496,8 +496,8 @@ static int vp_start(void *arg)
 	return virtio_worker_start(&c->vp->worker);
 }
 
-int virtio_pci_add(struct vm *vm, struct virtio_dev *dev, void (*free_dev)(void *p), void *p, char *err,
-		   size_t errlen)
+int virtio_pci_add(struct vm *vm, struct virtio_dev *dev, void (*free_dev)(void *p), void *p, uint16_t *bdf,
+		   char *err, size_t errlen)
 {
 	struct virtio_pci *vp = calloc(1, sizeof(*vp));
 	struct vp_cleanup *c = calloc(1, sizeof(*c));
@@ -568,5 +568,7 @@ int virtio_pci_add(struct vm *vm, struct virtio_dev *dev, void (*free_dev)(void 
 		return set_err(err, errlen, r, "out of memory adding virtio-%s", name);
 	log_debug(&vm->log, "virtio-%s at 00:%02x.0, BAR0 0x%llx", name, vp->pci.slot,
 		  (unsigned long long)vp->pci.bar[0].addr);
+	if (bdf)
+		*bdf = (uint16_t)(vp->pci.slot << 3);
 	return 0;
 }

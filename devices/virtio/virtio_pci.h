@@ -52,9 +52,10 @@ struct virtio_pci {
 
 /*
  * Put dev on the VM's PCI bus behind the modern transport and give it a worker (started by vm_run).
- * The transport owns dev from here: it is freed with the VM after the worker stops. -errno with err set.
+ * The transport owns dev from here: free_dev(p) frees it with the VM after the worker stops, also
+ * when this fails. *bdf (if not NULL) gets the function's bus/device/function number. -errno with err set.
  */
-int virtio_pci_add(struct vm *vm, struct virtio_dev *dev, void (*free_dev)(void *p), void *p, char *err,
-		   size_t errlen) __attribute__((warn_unused_result));
+int virtio_pci_add(struct vm *vm, struct virtio_dev *dev, void (*free_dev)(void *p), void *p, uint16_t *bdf,
+		   char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif
