@@ -16,7 +16,7 @@
 set -euo pipefail
 
 # Kernel modules the guest's /init loads, in this order (their dependencies are added automatically).
-GUEST_MODULES="pvpanic pvpanic-mmio virtio_net virtio_blk virtio-rng"
+GUEST_MODULES="pvpanic pvpanic-mmio virtio-iommu virtio_net virtio_blk virtio-rng"
 # Programs (with their shared libraries) added to initramfs-full.cpio.gz for the device scenarios.
 GUEST_TOOLS="/usr/sbin/mke2fs /usr/bin/iperf3"
 # Kernel modules the test bed's L1 loads: required ones (L1 stops if one fails), then optional ones (a warning).

@@ -8,6 +8,18 @@ set -euo pipefail
 
 MOAT_BIN=$1 KERNEL=$2 INITRD=$3 CMDLINE=$4
 shift 4
+# Extra arguments go to moat, except cmdline+=STR (appended to the guest's command line). With --iommu the
+# guest's devices must sit in IOMMU groups and moat's exit report must show MAP/UNMAP traffic.
+EXTRA=()
+IOMMU=0
+for a in "$@"; do
+	case $a in
+	cmdline+=*) CMDLINE="$CMDLINE ${a#cmdline+=}" ;;
+	--iommu) IOMMU=1; EXTRA+=("$a") ;;
+	*) EXTRA+=("$a") ;;
+	esac
+done
+[ $IOMMU = 0 ] || EXTRA+=(--log-level info)
 W=$(mktemp -d "${TMPDIR:-/tmp}/moat-blk.XXXXXX")
 cleanup() { rm -rf --one-file-system "$W"; }
 trap cleanup EXIT
@@ -18,9 +30,9 @@ ro_sum=$(sha256sum "$W/ro.img" | cut -d' ' -f1)
 
 rc=0
 timeout -k 5 240 "$MOAT_BIN" --kernel "$KERNEL" --initrd "$INITRD" --memory 512M \
-	--disk "path=$W/rw.img" --disk "path=$W/ro.img,readonly=on" "$@" \
+	--disk "path=$W/rw.img" --disk "path=$W/ro.img,readonly=on" ${EXTRA[@]+"${EXTRA[@]}"} \
 	--cmdline "$CMDLINE moat.scenario=blk" --console "file:$W/console" </dev/null 2>"$W/err" || rc=$?
-tr -d '\r' <"$W/console" | grep -E '^(DISK|DATA_|RO_|BLK_|MOAT_INIT_OK)' || true
+tr -d '\r' <"$W/console" | grep -E '^(DISK|DATA_|RO_|BLK_|MOAT_INIT_OK|IOMMU_)' || true
 fail=()
 [ "$rc" = 0 ] || fail+=("moat exit status $rc, expected 0; stderr: $(tail -n 3 "$W/err" | tr '\n' ' ')")
 grep -q BLK_DONE "$W/console" || fail+=("the guest did not finish (no BLK_DONE)")
@@ -35,6 +47,14 @@ fi
 grep -q RO_WRITE_REFUSED "$W/console" || fail+=("a write to the read-only disk was not refused")
 grep -q "RO_SHA256=$ro_sum" "$W/console" || fail+=("the guest read different data from the read-only disk")
 [ "$(sha256sum "$W/ro.img" | cut -d' ' -f1)" = "$ro_sum" ] || fail+=("the read-only image changed")
+if [ $IOMMU = 1 ]; then
+	# Behind the IOMMU: every device in a group, and moat saw the guest map and unmap.
+	tr -d '\r' <"$W/console" | grep -qE 'IOMMU_GROUP=[0-9]+' || fail+=("the device is in no IOMMU group (is the virtio-iommu driver bound?)")
+	! tr -d '\r' <"$W/console" | grep -qE 'IOMMU_GROUP=( |$)' || fail+=("a device is in no IOMMU group")
+	stats=$(grep 'virtio-iommu' "$W/err" | tail -n 3 | tr '\n' ' ')
+	echo "iommu stats: $stats"
+	grep -qE 'map_requests=[1-9]' "$W/err" || fail+=("moat's exit report shows no MAP requests")
+fi
 for s in 'Kernel panic' 'Call Trace' BLK_FAIL; do
 	! grep -q "$s" "$W/console" || fail+=("console has '$s'")
 done

@@ -12,6 +12,18 @@ if [ "${MOAT_E2E_IN_NETNS:-}" != 1 ]; then
 fi
 MOAT_BIN=$1 KERNEL=$2 INITRD=$3 CMDLINE=$4
 shift 4
+# Extra arguments go to moat, except cmdline+=STR (appended to the guest's command line). With --iommu the
+# guest's devices must sit in IOMMU groups and moat's exit report must show MAP/UNMAP traffic.
+EXTRA=()
+IOMMU=0
+for a in "$@"; do
+	case $a in
+	cmdline+=*) CMDLINE="$CMDLINE ${a#cmdline+=}" ;;
+	--iommu) IOMMU=1; EXTRA+=("$a") ;;
+	*) EXTRA+=("$a") ;;
+	esac
+done
+[ $IOMMU = 0 ] || EXTRA+=(--log-level info)
 HOST_IP=10.0.2.1
 GUEST_IP=10.0.2.15
 SECS=${MOAT_E2E_IPERF_SECS:-3}
@@ -34,7 +46,7 @@ iperf3 -s >"$W/iperf-server.log" 2>&1 &
 srv=$!
 
 "$MOAT_BIN" --kernel "$KERNEL" --initrd "$INITRD" --memory 512M \
-	--net "tap=auto,host-ip=$HOST_IP/24" "$@" \
+	--net "tap=auto,host-ip=$HOST_IP/24" ${EXTRA[@]+"${EXTRA[@]}"} \
 	--cmdline "$CMDLINE moat.scenario=net moat.ip=$GUEST_IP moat.peer=$HOST_IP moat.iperf=$SECS" \
 	--console "file:$W/console" --timeout 240 </dev/null 2>"$W/err" &
 pid=$!
@@ -63,11 +75,19 @@ fi
 rc=0
 wait "$pid" || rc=$?
 pid=
-tr -d '\r' <"$W/console" | grep -E '^(NET_|PING_|IPERF_|HOST_SAID|MOAT_INIT_OK)' || true
+tr -d '\r' <"$W/console" | grep -E '^(NET_|PING_|IPERF_|HOST_SAID|MOAT_INIT_OK|IOMMU_)' || true
 [ "$rc" = 0 ] || fail+=("moat exit status $rc, expected 0; stderr: $(tail -n 3 "$W/err" | tr '\n' ' ')")
 for s in 'DRIVER=virtio_net' PING_HOST_OK IPERF_UP_MBPS= IPERF_DOWN_MBPS= HOST_SAID=bye; do
 	grep -q "$s" "$W/console" || fail+=("console lacks '$s'")
 done
+if [ $IOMMU = 1 ]; then
+	# Behind the IOMMU: every device in a group, and moat saw the guest map and unmap.
+	tr -d '\r' <"$W/console" | grep -qE 'IOMMU_GROUP=[0-9]+' || fail+=("the device is in no IOMMU group (is the virtio-iommu driver bound?)")
+	! tr -d '\r' <"$W/console" | grep -qE 'IOMMU_GROUP=( |$)' || fail+=("a device is in no IOMMU group")
+	stats=$(grep 'virtio-iommu' "$W/err" | tail -n 3 | tr '\n' ' ')
+	echo "iommu stats: $stats"
+	grep -qE 'map_requests=[1-9]' "$W/err" || fail+=("moat's exit report shows no MAP requests")
+fi
 for s in 'Kernel panic' 'Call Trace' _FAIL; do
 	! grep -q "$s" "$W/console" || fail+=("console has '$s'")
 done

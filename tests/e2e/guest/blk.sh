@@ -4,7 +4,8 @@
 mkfs=/usr/local/sbin/mke2fs # e2fsprogs, not busybox, for ext4
 for d in vda vdb; do
 	[ -b "/dev/$d" ] || { echo "BLK_FAIL no /dev/$d"; exit 1; }
-	echo "DISK $d sectors=$(cat /sys/block/$d/size) ro=$(cat /sys/block/$d/ro)"
+	grp=$(readlink "$(readlink -f "/sys/block/$d/device")/../iommu_group" 2>/dev/null)
+	echo "DISK $d sectors=$(cat /sys/block/$d/size) ro=$(cat /sys/block/$d/ro) IOMMU_GROUP=${grp##*/}"
 done
 $mkfs -q -F -t ext4 /dev/vda || { echo "BLK_FAIL mke2fs"; exit 1; }
 mkdir -p /mnt

@@ -17,6 +17,9 @@ for d in /sys/class/net/*; do
 done
 [ -n "$dev" ] || { echo "NET_FAIL no network interface"; exit 1; }
 echo "NET_DEV=$dev DRIVER=$(basename "$(readlink "/sys/class/net/$dev/device/driver")") MTU=$(cat "/sys/class/net/$dev/mtu")"
+# The PCI function under the virtio device: its IOMMU group, if an IOMMU translates for it.
+grp=$(readlink "$(readlink -f "/sys/class/net/$dev/device")/../iommu_group" 2>/dev/null)
+echo "IOMMU_GROUP=${grp##*/} GROUPS=$(ls /sys/kernel/iommu_groups 2>/dev/null | wc -l) ADDED=$(dmesg | grep -c 'Adding to iommu group')"
 ip link set lo up
 ip link set "$dev" up
 ip addr add "$ip/24" dev "$dev"
