@@ -6,10 +6,92 @@
 
 #include "devices/net/tap.h"
 #include "devices/virtio/blk.h"
+#include "devices/virtio/iommu.h"
 #include "devices/virtio/net.h"
 #include "devices/virtio/rng.h"
 #include "devices/virtio/virtio_pci.h"
 #include "vmm/vm.h"
+
+/*
+ * The virtio-iommu, when there is one: it goes on the bus first, and each device behind it gets an
+ * endpoint whose address space is the device's DMA path. The endpoint id is the device's BDF, known
+ * once the device is on the bus.
+ */
+struct iommu_holder {
+	struct virtio_iommu *iommu;
+	struct vm *vm;
+};
+
+static void iommu_holder_free(void *p)
+{
+	struct iommu_holder *h = p;
+	char stats[1024];
+
+	virtio_iommu_stats(h->iommu, stats, sizeof(stats));
+	log_info(&h->vm->log, "virtio-iommu: %s", stats);
+	virtio_iommu_free(h->iommu);
+	free(h);
+}
+
+static int add_iommu(struct vm *vm, struct virtio_iommu **out, char *err, size_t errlen)
+{
+	struct iommu_holder *h = calloc(1, sizeof(*h));
+	const struct viommu_config cfg = {
+		.bypass = vm->cfg.iommu_bypass,
+		.max_domains = 256,
+		.max_mappings = 1u << 18,
+		.max_table_bytes = 256ull << 20,
+		.msi_start = arch_msi_window_start(),
+		.msi_end = arch_msi_window_end(),
+	};
+	uint16_t bdf;
+	int r;
+
+	if (!h)
+		return set_err(err, errlen, -ENOMEM, "out of memory adding virtio-iommu");
+	h->vm = vm;
+	r = virtio_iommu_new(&cfg, &vm->dma, &vm->mem, &h->iommu, err, errlen);
+	if (r) {
+		free(h);
+		return r;
+	}
+	r = virtio_pci_add(vm, virtio_iommu_dev(h->iommu), iommu_holder_free, h, &bdf, err, errlen);
+	if (r)
+		return r;
+	vm->iommu_topo.present = true;
+	vm->iommu_topo.iommu_bdf = bdf;
+	*out = h->iommu;
+	return 0;
+}
+
+/* The DMA path of a device: an IOMMU endpoint if it sits behind one, else guest memory directly. */
+static int device_as(struct vm *vm, struct virtio_iommu *iommu, bool behind, struct viommu_endpoint **ep,
+		     const struct dma_as **as, char *err, size_t errlen)
+{
+	int r;
+
+	*ep = NULL;
+	*as = &vm->dma;
+	if (!iommu || !behind)
+		return 0;
+	if (vm->iommu_topo.nendpoints >= sizeof(vm->iommu_topo.endpoint_bdf) / sizeof(vm->iommu_topo.endpoint_bdf[0]))
+		return set_err(err, errlen, -ENOSPC, "too many devices behind the virtio-iommu");
+	r = virtio_iommu_endpoint_new(iommu, ep);
+	if (r)
+		return set_err(err, errlen, r, "cannot add an IOMMU endpoint: %s", strerror(-r));
+	*as = virtio_iommu_endpoint_as(*ep);
+	return 0;
+}
+
+/* After the device is on the bus: the endpoint's id is its BDF, and the firmware tables list it. */
+static void endpoint_placed(struct vm *vm, struct virtio_dev *dev, struct viommu_endpoint *ep, uint16_t bdf)
+{
+	if (!ep)
+		return;
+	virtio_iommu_endpoint_set_id(ep, bdf);
+	virtio_dev_require_access_platform(dev);
+	vm->iommu_topo.endpoint_bdf[vm->iommu_topo.nendpoints++] = bdf;
+}
 
 /* A virtio-net device and the TAP behind it go together. */
 struct net_pair {
@@ -37,23 +119,32 @@ static int net_offload(void *ctx, unsigned int tun_flags)
 	return tap_set_offload(ctx, tun_flags);
 }
 
-static int add_net(struct vm *vm, const struct net_config *cfg, char *err, size_t errlen)
+static int add_net(struct vm *vm, struct virtio_iommu *iommu, const struct net_config *cfg, char *err,
+		   size_t errlen)
 {
 	struct net_pair *np = calloc(1, sizeof(*np));
+	struct viommu_endpoint *ep;
+	const struct dma_as *as;
+	uint16_t bdf;
 	int r;
 
 	if (!np)
 		return set_err(err, errlen, -ENOMEM, "out of memory adding virtio-net");
 	np->vm = vm;
-	r = tap_open(cfg, &np->tap, err, errlen);
+	r = device_as(vm, iommu, cfg->iommu != NET_IOMMU_OFF, &ep, &as, err, errlen);
 	if (!r)
-		r = virtio_net_new(tap_fd(np->tap), cfg, &vm->dma, net_offload, np->tap, &np->net, err, errlen);
+		r = tap_open(cfg, &np->tap, err, errlen);
+	if (!r)
+		r = virtio_net_new(tap_fd(np->tap), cfg, as, net_offload, np->tap, &np->net, err, errlen);
 	if (r) {
 		net_pair_free(np);
 		return r;
 	}
-	log_info(&vm->log, "virtio-net on TAP %s", tap_name(np->tap));
-	return virtio_pci_add(vm, virtio_net_dev(np->net), net_pair_free, np, NULL, err, errlen);
+	log_info(&vm->log, "virtio-net on TAP %s%s", tap_name(np->tap), ep ? ", behind the virtio-iommu" : "");
+	r = virtio_pci_add(vm, virtio_net_dev(np->net), net_pair_free, np, &bdf, err, errlen);
+	if (!r)
+		endpoint_placed(vm, virtio_net_dev(np->net), ep, bdf);
+	return r;
 }
 
 struct blk_holder {
@@ -73,17 +164,26 @@ static void blk_holder_free(void *p)
 	free(h);
 }
 
-static int add_disk(struct vm *vm, const struct blk_config *cfg, char *err, size_t errlen)
+static int add_disk(struct vm *vm, struct virtio_iommu *iommu, const struct blk_config *cfg, char *err,
+		    size_t errlen)
 {
 	struct blk_holder *h = calloc(1, sizeof(*h));
+	struct viommu_endpoint *ep;
+	const struct dma_as *as;
+	uint16_t bdf;
 	int r;
 
 	if (!h)
 		return set_err(err, errlen, -ENOMEM, "out of memory adding virtio-blk");
 	h->vm = vm;
 	h->path = cfg->path;
+	r = device_as(vm, iommu, cfg->iommu != BLK_IOMMU_OFF, &ep, &as, err, errlen);
+	if (r) {
+		free(h);
+		return r;
+	}
 	err[0] = '\0';
-	r = virtio_blk_new(cfg, &vm->dma, &h->blk, err, errlen);
+	r = virtio_blk_new(cfg, as, &h->blk, err, errlen);
 	if (r) {
 		free(h);
 		return r;
@@ -93,7 +193,10 @@ static int add_disk(struct vm *vm, const struct blk_config *cfg, char *err, size
 		log_warn(&vm->log, "%s", err);
 		err[0] = '\0';
 	}
-	return virtio_pci_add(vm, virtio_blk_dev(h->blk), blk_holder_free, h, NULL, err, errlen);
+	r = virtio_pci_add(vm, virtio_blk_dev(h->blk), blk_holder_free, h, &bdf, err, errlen);
+	if (!r)
+		endpoint_placed(vm, virtio_blk_dev(h->blk), ep, bdf);
+	return r;
 }
 
 static void rng_free(void *p)
@@ -101,27 +204,38 @@ static void rng_free(void *p)
 	virtio_rng_free(p);
 }
 
-static int add_rng(struct vm *vm, char *err, size_t errlen)
+static int add_rng(struct vm *vm, struct virtio_iommu *iommu, char *err, size_t errlen)
 {
 	struct virtio_rng *rng;
-	int r = virtio_rng_new(&vm->dma, &rng, err, errlen);
+	struct viommu_endpoint *ep;
+	const struct dma_as *as;
+	uint16_t bdf;
+	int r = device_as(vm, iommu, true, &ep, &as, err, errlen);
 
+	if (!r)
+		r = virtio_rng_new(as, &rng, err, errlen);
 	if (r)
 		return r;
-	return virtio_pci_add(vm, virtio_rng_dev(rng), rng_free, rng, NULL, err, errlen);
+	r = virtio_pci_add(vm, virtio_rng_dev(rng), rng_free, rng, &bdf, err, errlen);
+	if (!r)
+		endpoint_placed(vm, virtio_rng_dev(rng), ep, bdf);
+	return r;
 }
 
 int vm_add_virtio_devices(struct vm *vm, char *err, size_t errlen)
 {
+	struct virtio_iommu *iommu = NULL;
 	int r = 0;
 
-	if ((vm->cfg.ndisks || vm->cfg.nnets || vm->cfg.rng) && !vm->pci)
+	if ((vm->cfg.ndisks || vm->cfg.nnets || vm->cfg.rng || vm->cfg.iommu) && !vm->pci)
 		return set_err(err, errlen, -ENOTSUP, "this machine type has no PCI bus for virtio devices");
+	if (vm->cfg.iommu)
+		r = add_iommu(vm, &iommu, err, errlen);
 	for (unsigned int i = 0; i < vm->cfg.nnets && !r; i++)
-		r = add_net(vm, &vm->cfg.nets[i], err, errlen);
+		r = add_net(vm, iommu, &vm->cfg.nets[i], err, errlen);
 	for (unsigned int i = 0; i < vm->cfg.ndisks && !r; i++)
-		r = add_disk(vm, &vm->cfg.disks[i], err, errlen);
+		r = add_disk(vm, iommu, &vm->cfg.disks[i], err, errlen);
 	if (!r && vm->cfg.rng)
-		r = add_rng(vm, err, errlen);
+		r = add_rng(vm, iommu, err, errlen);
 	return r;
 }

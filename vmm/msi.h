@@ -52,5 +52,8 @@ int vm_msi_irqfd(struct vm *vm, unsigned int id);
 unsigned int arch_msi_default_routes(struct kvm_irq_routing_entry *out, unsigned int max);
 /* Arch hook: the first GSI free for MSIs. */
 unsigned int arch_msi_first_gsi(void);
+/* Arch hook: the guest-physical window MSI writes go to (an IOMMU must not remap it), inclusive. */
+uint64_t arch_msi_window_start(void);
+uint64_t arch_msi_window_end(void);
 
 #endif

@@ -113,6 +113,17 @@ unsigned int arch_msi_first_gsi(void)
 	return X86_MSI_FIRST_GSI;
 }
 
+/* x86: an MSI is a write to 0xfeeXXXXX, whatever IOMMU mappings say. */
+uint64_t arch_msi_window_start(void)
+{
+	return X86_LAPIC_ADDR;
+}
+
+uint64_t arch_msi_window_end(void)
+{
+	return X86_LAPIC_ADDR + 0xfffff;
+}
+
 /* What KVM_CREATE_IRQCHIP routes by default: GSI n to IOAPIC pin n, and GSIs 0-15 to the 8259s too. */
 unsigned int arch_msi_default_routes(struct kvm_irq_routing_entry *out, unsigned int max)
 {

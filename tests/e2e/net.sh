@@ -86,7 +86,7 @@ if [ $IOMMU = 1 ]; then
 	! tr -d '\r' <"$W/console" | grep -qE 'IOMMU_GROUP=( |$)' || fail+=("a device is in no IOMMU group")
 	stats=$(grep 'virtio-iommu' "$W/err" | tail -n 3 | tr '\n' ' ')
 	echo "iommu stats: $stats"
-	grep -qE 'map_requests=[1-9]' "$W/err" || fail+=("moat's exit report shows no MAP requests")
+	grep -qE 'requests: [0-9]+ attach, [0-9]+ detach, [1-9][0-9]* map' "$W/err" || fail+=("moat's exit report shows no MAP requests")
 fi
 for s in 'Kernel panic' 'Call Trace' _FAIL; do
 	! grep -q "$s" "$W/console" || fail+=("console has '$s'")

@@ -1,0 +1,87 @@
+/*
+ * virtio-iommu (VIRTIO 1.2 section 5.13, <linux/virtio_iommu.h>): the guest's IOMMU for the devices
+ * behind it (its endpoints). The guest attaches endpoints to domains and MAPs/UNMAPs IO virtual
+ * ranges in them; each endpoint's DMA goes through a struct dma_as that translates through its
+ * domain's IO page table (iommu/), and an access the IOMMU refuses is reported on the event queue.
+ *
+ * Offered: INPUT_RANGE, DOMAIN_RANGE, MAP_UNMAP, BYPASS_CONFIG, PROBE (a RESV_MEM MSI window per
+ * endpoint), INDIRECT_DESC, EVENT_IDX. Not MMIO: moat's endpoints only ever DMA into RAM, so a
+ * MAP with VIRTIO_IOMMU_MAP_F_MMIO is refused as an unknown flag. Not BYPASS (superseded by
+ * BYPASS_CONFIG, and the spec says not to offer both).
+ *
+ * Threads and locks (the order is top to bottom; never the other way):
+ *   dev->lock of the IOMMU          the transport and the IOMMU's worker, around every op
+ *   state rwlock (struct virtio_iommu)  which domain each endpoint is in, the domain set, bypass,
+ *                                   endpoint subscribers. Written by the request path (ATTACH,
+ *                                   DETACH, reset, a bypass write) and subscriber registration;
+ *                                   read by every endpoint translation and around MAP/UNMAP.
+ *   domain rwlock (iommu/)          the domain's mappings; notifiers run inside its write lock
+ *   fault mutex                     the bounded fault queue (a leaf)
+ * Endpoint translations run on OTHER devices' threads holding THEIR dev->lock, so nothing under
+ * the state lock may take any device's dev->lock, and a subscriber callback must not call back
+ * into the IOMMU (translate included): it runs with the state lock held.
+ */
+#ifndef MOAT_VIRTIO_IOMMU_H
+#define MOAT_VIRTIO_IOMMU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "devices/virtio/virtio.h"
+#include "iommu/iommu.h"
+#include "vmm/dma.h"
+
+#define VIRTIO_ID_IOMMU 23u
+
+struct guest_memory;
+
+struct viommu_config {
+	bool bypass;                 /* initial config.bypass: unattached endpoints bypass (true) or are blocked */
+	uint32_t max_domains;        /* live domains, 1..65536 (ids are 0..65535): ATTACH beyond -> NOMEM */
+	uint32_t max_mappings;       /* per domain, >= 1 */
+	uint64_t max_table_bytes;    /* per domain page-table bytes, >= IOMMU_PT_TABLE_BYTES */
+	uint64_t msi_start, msi_end; /* PROBE RESV_MEM MSI window, inclusive; msi_end < msi_start: none */
+};
+
+struct virtio_iommu;
+struct viommu_endpoint;
+
+/*
+ * as: how the IOMMU reaches its own queues (identity: the IOMMU does not translate itself).
+ * gm: guest memory the endpoints' translated addresses land in. Both must outlive the device.
+ * -EINVAL bad config, -ENOMEM, or -errno from eventfd().
+ */
+int virtio_iommu_new(const struct viommu_config *cfg, const struct dma_as *as, struct guest_memory *gm,
+		     struct virtio_iommu **out, char *err, size_t errlen) __attribute__((warn_unused_result));
+struct virtio_dev *virtio_iommu_dev(struct virtio_iommu *v);
+/* Frees the endpoints too: no device may translate through them any more. NULL is fine. */
+void virtio_iommu_free(struct virtio_iommu *v);
+/* Requests, faults and events, then one line per live domain. Callable from any thread. */
+void virtio_iommu_stats(const struct virtio_iommu *v, char *buf, size_t len);
+
+/*
+ * Endpoints: the devices behind the IOMMU. Created before the device model (whose DMA address space
+ * is the endpoint's), the id set once the PCI slot is known (endpoint id = PCI BDF). Ids must be
+ * unique; an endpoint with no id yet is invisible to the guest's requests. At most 256.
+ * -ENOSPC, -ENOMEM.
+ */
+int virtio_iommu_endpoint_new(struct virtio_iommu *v, struct viommu_endpoint **out)
+	__attribute__((warn_unused_result));
+void virtio_iommu_endpoint_set_id(struct viommu_endpoint *ep, uint32_t id);
+/* The address space a device behind this endpoint does all its DMA through; lives as long as v. */
+const struct dma_as *virtio_iommu_endpoint_as(struct viommu_endpoint *ep);
+
+/*
+ * A subscriber caching the endpoint's translations (vhost device IOTLB). n is kept by pointer.
+ *  unmapped(ctx, iova, len): [iova, iova+len) no longer translates the way it did; called before the
+ *      UNMAP request completes. len == UINT64_MAX means everything from iova 0: the endpoint changed
+ *      domain (ATTACH, DETACH, its domain destroyed, a bypass change, reset).
+ *  mapped(ctx, iova, gpa, len, perm): a MAP in the endpoint's domain (a prefetch hint).
+ * Both run with the IOMMU's state lock and the domain's write lock held, on the IOMMU's thread.
+ * -EINVAL no callback, -EEXIST already registered, -ENOSPC more than 4.
+ */
+int virtio_iommu_endpoint_notifier(struct viommu_endpoint *ep, const struct iommu_notifier *n)
+	__attribute__((warn_unused_result));
+
+#endif

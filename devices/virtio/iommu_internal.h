@@ -1,0 +1,130 @@
+/*
+ * virtio-iommu internals shared by iommu.c (device ops, event queue, stats), iommu_req.c (the
+ * request queue) and iommu_ep.c (endpoint translation, faults, subscribers). See iommu.h for the
+ * lock order.
+ */
+#ifndef MOAT_VIRTIO_IOMMU_INTERNAL_H
+#define MOAT_VIRTIO_IOMMU_INTERNAL_H
+
+#include <linux/virtio_iommu.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "devices/virtio/iommu.h"
+
+#define VIOMMU_REQUESTQ 0u
+#define VIOMMU_EVENTQ 1u
+#define VIOMMU_REQUESTQ_SIZE 256u
+#define VIOMMU_EVENTQ_SIZE 64u
+
+/* Domain ids the guest may use (config domain_range); live domains are capped separately. */
+#define VIOMMU_DOMAIN_LAST 0xffffu
+#define VIOMMU_MAX_ENDPOINTS 256u
+#define VIOMMU_EP_MAX_NOTIFIERS 4u
+/* Faults waiting for the worker; more are dropped (counted), never blocked on, never allocated. */
+#define VIOMMU_FAULT_QUEUE 64u
+#define VIOMMU_PROBE_SIZE 512u
+
+/* Features beyond VERSION_1 (which the core adds). */
+#define VIOMMU_FEATURES                                                                                      \
+	(VIRTIO_BIT(VIRTIO_IOMMU_F_INPUT_RANGE) | VIRTIO_BIT(VIRTIO_IOMMU_F_DOMAIN_RANGE) |                  \
+	 VIRTIO_BIT(VIRTIO_IOMMU_F_MAP_UNMAP) | VIRTIO_BIT(VIRTIO_IOMMU_F_BYPASS_CONFIG) |                   \
+	 VIRTIO_BIT(VIRTIO_IOMMU_F_PROBE) | VIRTIO_BIT(VIRTIO_RING_F_INDIRECT_DESC) |                        \
+	 VIRTIO_BIT(VIRTIO_RING_F_EVENT_IDX))
+
+/* One live domain. Fields change only on the IOMMU's thread, under the state write lock. */
+struct viommu_dom {
+	struct virtio_iommu *v;
+	uint32_t id;
+	bool bypass;             /* created by ATTACH_F_BYPASS: identity, no page table, no MAP */
+	unsigned int nendpoints; /* 0 only between creation and the first attach */
+	struct iommu_domain *d;  /* NULL for a bypass domain */
+	struct iommu_notifier fanout; /* on d: forwards to the subscribers of the endpoints in it */
+};
+
+struct viommu_endpoint {
+	struct virtio_iommu *v;
+	struct dma_as as; /* ops: endpoint translation; ctx: this endpoint */
+	uint32_t id;
+	bool has_id;
+	struct viommu_dom *dom; /* NULL: not attached (bypass or blocked by config.bypass) */
+	const struct iommu_notifier *subs[VIOMMU_EP_MAX_NOTIFIERS];
+	unsigned int nsubs;
+};
+
+struct viommu_fault_rec {
+	uint8_t reason;  /* VIRTIO_IOMMU_FAULT_R_* */
+	uint32_t flags;  /* VIRTIO_IOMMU_FAULT_F_* */
+	uint32_t endpoint;
+	uint64_t address;
+};
+
+/* Counters read by virtio_iommu_stats from any thread: relaxed atomics. */
+struct viommu_counters {
+	uint64_t req[VIRTIO_IOMMU_T_PROBE + 1]; /* by type; [0]: unrecognised or unparsable (used len 0) */
+	uint64_t failed;        /* requests answered with a status other than OK */
+	uint64_t faults;        /* translations refused and recorded */
+	uint64_t events;        /* fault reports posted on the event queue */
+	uint64_t dropped;       /* faults lost: queue full, no event buffer, device not live, reset */
+	uint64_t bad_target;    /* translations allowed by the IOMMU that landed outside RAM */
+};
+
+struct virtio_iommu {
+	struct virtio_dev dev; /* first: the ops get &dev */
+	struct viommu_config cfg;
+	struct guest_memory *gm;
+	struct dma_as gm_as;    /* identity over gm: where translated addresses become host pointers */
+	struct iommu_limits lim;
+
+	pthread_rwlock_t state; /* see iommu.h */
+	bool bypass;            /* config.bypass now */
+	struct viommu_dom **doms; /* cfg.max_domains slots, the first ndoms sorted by id */
+	uint32_t ndoms;
+	struct viommu_endpoint *eps[VIOMMU_MAX_ENDPOINTS];
+	unsigned int neps;
+
+	pthread_mutex_t fault_lock;
+	struct viommu_fault_rec faultq[VIOMMU_FAULT_QUEUE];
+	unsigned int fault_head, fault_count;
+	int fault_fd; /* eventfd: a fault is waiting; polled by the IOMMU's worker */
+
+	struct viommu_counters ctr;
+};
+
+static inline struct virtio_iommu *to_viommu(struct virtio_dev *dev)
+{
+	return (struct virtio_iommu *)((char *)dev - offsetof(struct virtio_iommu, dev));
+}
+
+static inline void ctr_add(uint64_t *c, uint64_t n)
+{
+	__atomic_fetch_add(c, n, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t ctr_get(const uint64_t *c)
+{
+	return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
+
+/* iommu_req.c: serve every available request on the request queue (queue_notify). */
+void viommu_serve_requests(struct virtio_iommu *v);
+/* iommu_req.c: the domain with that id, or NULL. Called with the state lock held or on the IOMMU's thread. */
+struct viommu_dom *viommu_dom_find(const struct virtio_iommu *v, uint32_t id);
+/* iommu_req.c: detach every endpoint and destroy every domain (reset, free). Takes the state lock. */
+void viommu_clear(struct virtio_iommu *v);
+
+/* iommu_ep.c */
+extern const struct dma_as_ops viommu_ep_as_ops;
+/* The endpoint with that id, or NULL. Takes the state read lock: not with the state lock held. */
+struct viommu_endpoint *viommu_ep_find(struct virtio_iommu *v, uint32_t id);
+/* Tell ep's subscribers to forget everything (it changed domain). State lock held. */
+void viommu_ep_changed(struct viommu_endpoint *ep);
+/* The domain notifier's callbacks: forward to the subscribers of the endpoints in the domain. */
+void viommu_fanout_unmapped(void *ctx, uint64_t iova, uint64_t len);
+void viommu_fanout_mapped(void *ctx, uint64_t iova, uint64_t gpa, uint64_t len, unsigned int perm);
+/* Drain the fault queue into out (VIOMMU_FAULT_QUEUE entries); returns how many. */
+unsigned int viommu_faults_take(struct virtio_iommu *v, struct viommu_fault_rec *out);
+
+#endif
