@@ -101,6 +101,10 @@ static const struct sandbox_rule device_rules[] = {
 	ALLOW(epoll_pwait),
 	ALLOW(read),      /* eventfds, TAP frames */
 	ALLOW(writev),    /* TAP frames */
+#ifdef __NR_poll
+	ALLOW(poll),      /* virtio-net: re-arm the TAP's EPOLLOUT after an EAGAIN */
+#endif
+	ALLOW(ppoll),
 	ALLOW(preadv),    /* disk: straight between the file and guest memory */
 	ALLOW(pwritev),
 	ALLOW(fdatasync), /* virtio-blk FLUSH */

@@ -1,5 +1,6 @@
 /* virtio-net transmit: guest -> back end (VIRTIO 1.2, 5.1.6.2). */
 #include <errno.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include "devices/virtio/net_internal.h"
@@ -115,6 +116,18 @@ static int tx_send(struct virtio_net *n, struct net_pair *p, const struct virtq 
 }
 
 /*
+ * After an EAGAIN: tun raises EPOLLOUT only for a writer that its poll saw blocked (it marks the
+ * socket NOSPACE there), and an edge-triggered epoll never polls again by itself. So poll once now:
+ * either the TAP has room already (true: retry at once) or the edge will come when it frees some.
+ */
+static bool tx_rearm(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT);
+}
+
+/*
  * Send every chain the guest has made available. On EAGAIN the chain stays popped and
  * pending; the fd's EPOLLOUT (or the next kick) resumes. Each chain goes back with used
  * length 0: the device wrote nothing into it.
@@ -125,6 +138,7 @@ void net_tx_drain(struct virtio_net *n, unsigned int pair)
 	struct virtq *q = virtio_queue(dev, tx_queue(pair));
 	struct net_tx *tx = &n->pairs[pair].tx;
 	bool used = false;
+	unsigned int rearms = 0;
 	int r;
 
 	if (!q || !virtio_dev_live(dev))
@@ -141,6 +155,9 @@ void net_tx_drain(struct virtio_net *n, unsigned int pair)
 			tx->pending = true;
 		}
 		r = tx_send(n, &n->pairs[pair], q);
+		/* Bounded: a TAP that keeps saying "writable" then EAGAIN must not spin the worker. */
+		if (r == -EAGAIN && tx_rearm(n->pairs[pair].fd) && ++rearms < 8)
+			continue;
 		if (r == -EAGAIN)
 			break;
 		if (r || virtq_push(q, tx->chain.head, 0)) {

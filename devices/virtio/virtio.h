@@ -79,6 +79,12 @@ struct virtio_dev_ops {
 	int (*config_write)(struct virtio_dev *dev, uint32_t off, const void *buf, uint32_t len);
 	/* Optional: the back-end fds to watch, asked once when the worker starts; returns how many (<= max). */
 	unsigned int (*backend_fds)(struct virtio_dev *dev, struct virtio_backend_fd *out, unsigned int max);
+	/*
+	 * Serve kicks on the vCPU thread that wrote the notify register instead of the worker: for short,
+	 * never-blocking request queues whose driver spins for the answer (the IOMMU's MAP/UNMAP), where
+	 * waking another thread costs more than the work. Back-end fds still go to the worker.
+	 */
+	bool notify_inline;
 };
 
 /* A queue as the transport configures it, and the running queue once enabled. */

@@ -330,8 +330,13 @@ static void bar0_write(struct virtio_pci *vp, uint64_t off, const void *data, un
 		if (vp->dev->ops->config_write)
 			(void)vp->dev->ops->config_write(vp->dev, (uint32_t)(off - VPCI_DEVCFG_OFF), data, size);
 	} else if (off >= VPCI_NOTIFY_OFF && off < VPCI_NOTIFY_OFF + VPCI_NOTIFY_MULT * vp->dev->nqueues) {
-		/* Reaches moat only when KVM's ioeventfd did not take it (another width, or not registered). */
-		virtio_worker_kick(&vp->worker, (unsigned int)(off - VPCI_NOTIFY_OFF) / VPCI_NOTIFY_MULT);
+		unsigned int q = (unsigned int)(off - VPCI_NOTIFY_OFF) / VPCI_NOTIFY_MULT;
+
+		/* Reaches moat when the device serves kicks inline, or KVM's ioeventfd did not take it. */
+		if (vp->dev->ops->notify_inline)
+			virtio_queue_notify(vp->dev, q);
+		else
+			virtio_worker_kick(&vp->worker, q);
 	} else if (off >= VPCI_MSIX_TABLE_OFF && off < VPCI_MSIX_PBA_OFF) {
 		msix_table_write(&vp->msix, off - VPCI_MSIX_TABLE_OFF, data, size);
 	}
@@ -358,6 +363,8 @@ static void vp_bar_write(struct pci_device *pd, unsigned int bar, uint64_t off, 
 /* Queue notify addresses follow the BAR: KVM signals the kick eventfds without an exit. */
 static void set_ioeventfds(struct virtio_pci *vp, uint64_t base, bool assign)
 {
+	if (vp->dev->ops->notify_inline)
+		return; /* kicks exit to the vCPU thread on purpose */
 	for (unsigned int q = 0; q < vp->dev->nqueues; q++) {
 		struct kvm_ioeventfd io = {
 			.addr = base + VPCI_NOTIFY_OFF + VPCI_NOTIFY_MULT * q,

@@ -61,7 +61,7 @@ done
 fail=()
 if grep -q MOAT_NET_WAIT "$W/console" 2>/dev/null; then
 	if ping -c 3 -W 5 "$GUEST_IP" >"$W/ping" 2>&1; then
-		echo "host -> guest ping: $(grep -o '[0-9]* packets received' "$W/ping")"
+		echo "host -> guest ping: $(grep -oE '[0-9]+ (packets )?received' "$W/ping")"
 	else
 		fail+=("the host could not ping the guest: $(tail -n 2 "$W/ping" | tr '\n' ' ')")
 	fi

@@ -87,6 +87,12 @@ scenario sandbox-proc 0 'sandbox check passed' '' '' -- @sandbox-proc
 # Devices: host-side scripts that set up back ends, run moat and check both sides (tests/e2e/NAME.sh).
 scenario net 0 'net check passed' '' '' -- @net
 scenario blk 0 'blk check passed' '' '' -- @blk
+# The same behind the virtio-iommu (ACCESS_PLATFORM, the guest's DMA API maps every buffer): the guest's
+# default lazy invalidation, and strict (every unmap reaches the IOMMU before the buffer is reused).
+scenario iommu-net 0 'net check passed' '' '' -- @net --iommu
+scenario iommu-net-strict 0 'net check passed' '' '' -- @net --iommu cmdline+=iommu.strict=1
+scenario iommu-blk 0 'blk check passed' '' '' -- @blk --iommu
+scenario iommu-blk-strict 0 'blk check passed' '' '' -- @blk --iommu cmdline+=iommu.strict=1
 scenario rng 0 'MOAT_INIT_OK|RNG_CURRENT=virtio_rng|RNG_BYTES=256' "$FORBID_COMMON" '' -- \
 	"${G[@]}" --rng --cmdline "$CMDLINE moat.scenario=rng"
 scenario missing-kernel 1 '' '' '/nonexistent' -- \
