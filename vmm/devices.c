@@ -1,6 +1,7 @@
 #include "vmm/devices.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,12 +26,14 @@ struct iommu_holder {
 static void iommu_holder_free(void *p)
 {
 	struct iommu_holder *h = p;
-	char stats[1024];
 
-	virtio_iommu_stats(h->iommu, stats, sizeof(stats));
-	log_info(&h->vm->log, "virtio-iommu: %s", stats);
 	virtio_iommu_free(h->iommu);
 	free(h);
+}
+
+static void iommu_stats(void *p, char *buf, size_t len)
+{
+	virtio_iommu_stats(((struct iommu_holder *)p)->iommu, buf, len);
 }
 
 static int add_iommu(struct vm *vm, struct virtio_iommu **out, char *err, size_t errlen)
@@ -56,6 +59,8 @@ static int add_iommu(struct vm *vm, struct virtio_iommu **out, char *err, size_t
 		return r;
 	}
 	r = virtio_pci_add(vm, virtio_iommu_dev(h->iommu), iommu_holder_free, h, &bdf, err, errlen);
+	if (!r)
+		r = vm_add_stats(vm, "virtio-iommu", iommu_stats, h);
 	if (r)
 		return r;
 	vm->iommu_topo.present = true;
@@ -103,15 +108,19 @@ struct net_pair {
 static void net_pair_free(void *p)
 {
 	struct net_pair *np = p;
-	char stats[256];
 
-	if (np->net) {
-		virtio_net_stats(np->net, stats, sizeof(stats));
-		log_info(&np->vm->log, "virtio-net (%s): %s", np->tap ? tap_name(np->tap) : "?", stats);
-	}
 	virtio_net_free(np->net);
 	tap_close(np->tap);
 	free(np);
+}
+
+static void net_stats(void *p, char *buf, size_t len)
+{
+	struct net_pair *np = p;
+	int n = snprintf(buf, len, "%s: ", tap_name(np->tap));
+
+	if (n >= 0 && (size_t)n < len)
+		virtio_net_stats(np->net, buf + n, len - (size_t)n);
 }
 
 static int net_offload(void *ctx, unsigned int tun_flags)
@@ -144,6 +153,8 @@ static int add_net(struct vm *vm, struct virtio_iommu *iommu, const struct net_c
 	r = virtio_pci_add(vm, virtio_net_dev(np->net), net_pair_free, np, &bdf, err, errlen);
 	if (!r)
 		endpoint_placed(vm, virtio_net_dev(np->net), ep, bdf);
+	if (!r)
+		r = vm_add_stats(vm, "virtio-net", net_stats, np);
 	return r;
 }
 
@@ -156,12 +167,18 @@ struct blk_holder {
 static void blk_holder_free(void *p)
 {
 	struct blk_holder *h = p;
-	char stats[256];
 
-	virtio_blk_stats(h->blk, stats, sizeof(stats));
-	log_info(&h->vm->log, "virtio-blk (%s): %s", h->path, stats);
 	virtio_blk_free(h->blk);
 	free(h);
+}
+
+static void blk_stats(void *p, char *buf, size_t len)
+{
+	struct blk_holder *h = p;
+	int n = snprintf(buf, len, "%s: ", h->path);
+
+	if (n >= 0 && (size_t)n < len)
+		virtio_blk_stats(h->blk, buf + n, len - (size_t)n);
 }
 
 static int add_disk(struct vm *vm, struct virtio_iommu *iommu, const struct blk_config *cfg, char *err,
@@ -196,6 +213,8 @@ static int add_disk(struct vm *vm, struct virtio_iommu *iommu, const struct blk_
 	r = virtio_pci_add(vm, virtio_blk_dev(h->blk), blk_holder_free, h, &bdf, err, errlen);
 	if (!r)
 		endpoint_placed(vm, virtio_blk_dev(h->blk), ep, bdf);
+	if (!r)
+		r = vm_add_stats(vm, "virtio-blk", blk_stats, h);
 	return r;
 }
 

@@ -69,6 +69,10 @@ static void on_signal(void *ctx, uint32_t events)
 
 	if (read(s->fd, &si, sizeof(si)) != sizeof(si))
 		return;
+	if (si.ssi_signo == SIGUSR2) {
+		vm_print_stats(s->vm, STDERR_FILENO);
+		return;
+	}
 	pthread_mutex_lock(&s->vm->stop_lock);
 	if (s->vm->stop_reason == VM_RUNNING)
 		s->vm->stop_signal = (int)si.ssi_signo;
@@ -130,6 +134,7 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGHUP);
 	sigaddset(&mask, SIGUSR1);
+	sigaddset(&mask, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	if (vcpu_signal_setup()) {

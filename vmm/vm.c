@@ -276,6 +276,36 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 	return 0;
 }
 
+int vm_add_stats(struct vm *vm, const char *name, void (*fn)(void *p, char *buf, size_t len), void *p)
+{
+	struct vm_stats_source *s = malloc(sizeof(*s)), **tail = &vm->stats;
+
+	if (!s)
+		return -ENOMEM;
+	*s = (struct vm_stats_source){ .name = name, .fn = fn, .p = p };
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = s;
+	return 0;
+}
+
+void vm_print_stats(struct vm *vm, int fd)
+{
+	char line[2048];
+
+	for (struct vm_stats_source *s = vm->stats; s; s = s->next) {
+		int n = snprintf(line, sizeof(line), "moat: stats: %s: ", s->name);
+
+		if (n < 0 || (size_t)n >= sizeof(line))
+			continue;
+		s->fn(s->p, line + n, sizeof(line) - (size_t)n - 1);
+		n = (int)strlen(line);
+		line[n++] = '\n';
+		if (write(fd, line, (size_t)n) < 0)
+			return;
+	}
+}
+
 int vm_start_devices(struct vm *vm)
 {
 	int r = 0;
@@ -300,6 +330,8 @@ enum vm_stop_reason vm_run(struct vm *vm)
 			vm_request_stop(vm, VM_STOP_ERROR, "event loop failed: %s", strerror(-r));
 	}
 	vm_stop_vcpus(vm);
+	if (vm->log.level >= LOG_INFO)
+		vm_print_stats(vm, vm->log.fd);
 	for (unsigned int i = 0; i < vm->nvcpus; i++)
 		log_info(&vm->log, "vCPU %u: %llu port-I/O exits, %llu MMIO exits, %llu other exits", i,
 			 (unsigned long long)vm->vcpus[i].exits_io, (unsigned long long)vm->vcpus[i].exits_mmio,
@@ -316,6 +348,11 @@ void vm_destroy(struct vm *vm)
 		vm->cleanups = c->next;
 		c->fn(c->p);
 		free(c);
+	}
+	while (vm->stats) {
+		struct vm_stats_source *s = vm->stats;
+		vm->stats = s->next;
+		free(s);
 	}
 	while (vm->starts) {
 		struct vm_start *s = vm->starts;

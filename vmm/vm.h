@@ -25,6 +25,14 @@ struct vm_cleanup {
 	struct vm_cleanup *next;
 };
 
+/* A device's counters, printed at exit (--log-level info) and on SIGUSR2. */
+struct vm_stats_source {
+	const char *name;
+	void (*fn)(void *p, char *buf, size_t len);
+	void *p;
+	struct vm_stats_source *next;
+};
+
 /* Something to start when the guest starts (device workers), after the sandbox drops capabilities. */
 struct vm_start {
 	int (*fn)(void *p);
@@ -79,6 +87,7 @@ struct vm {
 	struct serial *serial;
 	struct vm_cleanup *cleanups; /* run in reverse order of registration by vm_destroy */
 	struct vm_start *starts;     /* run in order of registration by vm_run, before the vCPUs */
+	struct vm_stats_source *stats; /* in order of registration */
 	struct pci_bus *pci;         /* the PCI root bus, NULL if the arch has none */
 	struct vm_msi msi;           /* MSI sources routed into KVM */
 	struct dma_as dma;           /* how devices reach guest memory (identity: IOVA == GPA) */
@@ -118,6 +127,12 @@ int vm_add_cleanup(struct vm *vm, void (*fn)(void *p), void *p) __attribute__((w
 
 /* Call fn(p) when the guest starts, before the vCPUs run; a failure stops the VM. */
 int vm_add_start(struct vm *vm, int (*fn)(void *p), void *p) __attribute__((warn_unused_result));
+/* Register a device's counters (name and p must live as long as the VM). */
+int vm_add_stats(struct vm *vm, const char *name, void (*fn)(void *p, char *buf, size_t len), void *p)
+	__attribute__((warn_unused_result));
+/* One line per registered source on fd: "moat: stats: NAME: ..." (safe while the guest runs). */
+void vm_print_stats(struct vm *vm, int fd);
+
 /* Run what vm_add_start() registered (vm_run() does it; tests without vCPUs call it themselves). */
 int vm_start_devices(struct vm *vm) __attribute__((warn_unused_result));
 
