@@ -49,6 +49,11 @@ $(BUILD)/unit-tests: $(UNIT_SRCS:%.c=$(BUILD)/obj-san/%.o) $(LIB_SRCS:%.c=$(BUIL
 $(BUILD)/kvm-tests: $(KVM_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/libmoat.a
 	$(CC) $(CFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
 
+# Micro-benchmark of the IO page tables (bench/iommu_micro.c).
+$(BUILD)/bench/iommu-micro: bench/iommu_micro.c $(BUILD)/libmoat.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
 deps:
 	@tools/install-deps.sh
 
