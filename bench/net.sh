@@ -5,6 +5,10 @@
 #
 #   bench/net.sh [--arch x86_64] [--runs N] [--secs S] [--vmms "moat qemu"]
 #
+# VMM names: moat, qemu, and with an IOMMU: moat-iommu, qemu-iommu (the guest's default lazy unmap),
+# moat-iommu-strict, qemu-iommu-strict (iommu.strict=1). QEMU's IOMMU is -device virtio-iommu-pci with
+# iommu_platform=on on its virtio-net.
+#
 # Median of N interleaved runs (default 3) of S seconds (default 10) per direction. Everything happens in
 # network namespaces this script creates, and in ONE session: on this host if its KVM is hardware
 # virtualization, else inside one L1 of the nested test bed (figures from different sessions do not compare).
@@ -81,21 +85,30 @@ PIDS+=($!)
 
 # guest_run VMM: one boot; prints "UP DOWN" in Mbit/s, or "fail REASON".
 guest_run() {
-	local v=$1 con=$W/$1.console pid rc=0 waited=0
+	local v=$1 con=$W/$1.console pid rc=0 waited=0 cmdline=$CMDLINE moat_iommu=() qemu_iommu=() nic_iommu=
 	rm -f "$con"
 	case $v in
-	moat)
+	*-iommu*)
+		moat_iommu=(--iommu)
+		qemu_iommu=(-device virtio-iommu-pci)
+		nic_iommu=,iommu_platform=on,disable-legacy=on
+		;;
+	esac
+	case $v in *-strict) cmdline="$cmdline iommu.strict=1" ;; esac
+	case $v in
+	moat*)
 		# shellcheck disable=SC2086
-		"$MOAT" --kernel "$KERNEL" --initrd "$INITRD" --memory 512M --cmdline "$CMDLINE" \
-			--net "tap=auto,host-ip=$HOST_IP/24" $EXTRA_MOAT --console "file:$con" --timeout 600 \
-			</dev/null 2>"$W/$v.err" &
+		"$MOAT" --kernel "$KERNEL" --initrd "$INITRD" --memory 512M --cmdline "$cmdline" \
+			--net "tap=auto,host-ip=$HOST_IP/24" ${moat_iommu[@]+"${moat_iommu[@]}"} $EXTRA_MOAT \
+			--console "file:$con" --timeout 600 </dev/null 2>"$W/$v.err" &
 		pid=$!
 		;;
-	qemu)
+	qemu*)
 		qemu-system-x86_64 -enable-kvm -M q35 -cpu host -m 512 -smp 1 -nodefaults -no-user-config \
-			-display none -vga none -no-reboot -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE" \
+			-display none -vga none -no-reboot -kernel "$KERNEL" -initrd "$INITRD" -append "$cmdline" \
+			${qemu_iommu[@]+"${qemu_iommu[@]}"} \
 			-netdev tap,id=n0,ifname=qtap0,script=no,downscript=no,vhost=off \
-			-device virtio-net-pci,netdev=n0,romfile= -serial "file:$con" </dev/null 2>"$W/$v.err" &
+			-device "virtio-net-pci,netdev=n0,romfile=$nic_iommu" -serial "file:$con" </dev/null 2>"$W/$v.err" &
 		pid=$!
 		for _ in $(seq 100); do ip link show qtap0 >/dev/null 2>&1 && break; sleep 0.1; done
 		ip addr add "$HOST_IP/24" dev qtap0 2>/dev/null || true
@@ -167,18 +180,22 @@ for n in $(seq "$RUNS"); do
 done
 
 echo
-read -r qu _ <<<"$(stats "${UP[qemu]:-}")"
-read -r qd _ <<<"$(stats "${DOWN[qemu]:-}")"
-printf '%-8s %10s %10s %12s %12s\n' VMM "up Mbit/s" "down Mbit/s" "up vs qemu" "down vs qemu"
+# Each VMM against QEMU in the same IOMMU mode (moat-iommu vs qemu-iommu, ...), and moat's modes against moat.
+printf '%-18s %10s %10s %12s %12s %12s\n' VMM "up Mbit/s" "down Mbit/s" "up vs qemu" "down vs qemu" "up vs moat"
+read -r mu0 _ <<<"$(stats "${UP[moat]:-}")"
 for v in "${names[@]}"; do
 	read -r mu _ _ cu <<<"$(stats "${UP[$v]}")"
 	read -r md _ _ _ <<<"$(stats "${DOWN[$v]}")"
 	if [ "$cu" = 0 ]; then
-		printf '%-8s failed: %s\n' "$v" "${ERRS[$v]}"
+		printf '%-18s failed: %s\n' "$v" "${ERRS[$v]}"
 		continue
 	fi
-	ru=-; rd=-
+	peer=${v/moat/qemu}
+	read -r qu _ <<<"$(stats "${UP[$peer]:-}")"
+	read -r qd _ <<<"$(stats "${DOWN[$peer]:-}")"
+	ru=-; rd=-; rm=-
 	[ "$qu" = - ] || ru=$(awk -v a="$mu" -v b="$qu" 'BEGIN { printf "%.2fx", a / b }')
 	[ "$qd" = - ] || rd=$(awk -v a="$md" -v b="$qd" 'BEGIN { printf "%.2fx", a / b }')
-	printf '%-8s %10s %10s %12s %12s\n' "$v" "$mu" "$md" "$ru" "$rd"
+	[[ $v != moat* ]] || [ "$mu0" = - ] || rm=$(awk -v a="$mu" -v b="$mu0" 'BEGIN { printf "%.2fx", a / b }')
+	printf '%-18s %10s %10s %12s %12s %12s\n' "$v" "$mu" "$md" "$ru" "$rd" "$rm"
 done
