@@ -360,32 +360,14 @@ static int blk_request(struct virtio_blk *blk, const struct virtq *q, const stru
 	return 0;
 }
 
+static int blk_serve(struct virtio_dev *dev, const struct virtq *q, const struct virtq_chain *c, uint32_t *used)
+{
+	return blk_request(to_blk(dev), q, c, used);
+}
+
 static void blk_queue_notify(struct virtio_dev *dev, unsigned int queue)
 {
-	struct virtio_blk *blk = to_blk(dev);
-	struct virtq *q = virtio_queue(dev, queue);
-	struct virtq_chain chain;
-	bool pushed = false;
-	int r;
-
-	if (!q)
-		return;
-	while ((r = virtq_pop(q, &chain)) == 1) {
-		uint32_t used;
-
-		r = blk_request(blk, q, &chain, &used);
-		if (!r)
-			r = virtq_push(q, chain.head, used);
-		if (r)
-			break;
-		pushed = true;
-	}
-	/* A malformed chain, or guest memory gone from under one: the queue is broken until a reset. */
-	if (r < 0)
-		virtio_set_needs_reset(dev);
-	/* A ring fault while notifying marks NEEDS_RESET in there; nothing more to do. */
-	if (pushed && virtio_notify_used(dev, queue) < 0)
-		return;
+	virtio_serve_queue(dev, queue, blk_serve);
 }
 
 /* ------------------------------------------------------------------ device ops */

@@ -447,29 +447,12 @@ static int serve_one(struct virtio_iommu *v, const struct virtq *q, const struct
 	return 0;
 }
 
+static int serve_request(struct virtio_dev *dev, const struct virtq *q, const struct virtq_chain *c, uint32_t *used)
+{
+	return serve_one(to_viommu(dev), q, c, used);
+}
+
 void viommu_serve_requests(struct virtio_iommu *v)
 {
-	struct virtq *q = virtio_queue(&v->dev, VIOMMU_REQUESTQ);
-	struct virtq_chain chain;
-	bool pushed = false;
-	int r;
-
-	if (!q)
-		return;
-	while ((r = virtq_pop(q, &chain)) == 1) {
-		uint32_t used;
-
-		r = serve_one(v, q, &chain, &used);
-		if (!r)
-			r = virtq_push(q, chain.head, used);
-		if (r)
-			break;
-		pushed = true;
-	}
-	/* A malformed chain, or guest memory gone from under one: the queue is broken until a reset. */
-	if (r < 0)
-		virtio_set_needs_reset(&v->dev);
-	/* One interrupt for the batch; a ring fault here marks NEEDS_RESET in there. */
-	if (pushed && virtio_notify_used(&v->dev, VIOMMU_REQUESTQ) < 0)
-		return;
+	virtio_serve_queue(&v->dev, VIOMMU_REQUESTQ, serve_request);
 }

@@ -51,32 +51,15 @@ static int rng_fill(const struct virtq *q, const struct virtq_chain *c, uint32_t
 	return 0;
 }
 
+/* Readable buffers are the driver's mistake (5.4.6) and are ignored; none writable gets 0 bytes. */
+static int rng_serve(struct virtio_dev *dev, const struct virtq *q, const struct virtq_chain *c, uint32_t *written)
+{
+	return rng_fill(q, c, written);
+}
+
 static void rng_queue_notify(struct virtio_dev *dev, unsigned int queue)
 {
-	struct virtq *q = virtio_queue(dev, queue);
-	struct virtq_chain chain;
-	bool pushed = false;
-	int r;
-
-	if (!q)
-		return;
-	while ((r = virtq_pop(q, &chain)) == 1) {
-		uint32_t written = 0;
-
-		/* Readable buffers are the driver's mistake (5.4.6) and are ignored; none writable gets 0 bytes. */
-		r = rng_fill(q, &chain, &written);
-		if (!r)
-			r = virtq_push(q, chain.head, written);
-		if (r)
-			break;
-		pushed = true;
-	}
-	/* A malformed chain, or guest memory gone from under one: the queue is broken until a reset. */
-	if (r < 0)
-		virtio_set_needs_reset(dev);
-	/* A ring fault while notifying marks NEEDS_RESET in there; nothing more to do. */
-	if (pushed && virtio_notify_used(dev, queue) < 0)
-		return;
+	virtio_serve_queue(dev, queue, rng_serve);
 }
 
 static int rng_activate(struct virtio_dev *dev)

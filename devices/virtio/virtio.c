@@ -228,3 +228,32 @@ void virtio_config_changed(struct virtio_dev *dev)
 	if (dev->status & VIRTIO_STATUS_DRIVER_OK)
 		raise_irq(dev, VIRTIO_IRQ_CONFIG, 0);
 }
+
+void virtio_serve_queue(struct virtio_dev *dev, unsigned int queue,
+			int (*serve)(struct virtio_dev *dev, const struct virtq *q, const struct virtq_chain *c,
+				     uint32_t *written))
+{
+	struct virtq *q = virtio_queue(dev, queue);
+	struct virtq_chain chain;
+	bool pushed = false;
+	int r;
+
+	if (!q)
+		return;
+	while ((r = virtq_pop(q, &chain)) == 1) {
+		uint32_t written = 0;
+
+		r = serve(dev, q, &chain, &written);
+		if (!r)
+			r = virtq_push(q, chain.head, written);
+		if (r)
+			break;
+		pushed = true;
+	}
+	/* A malformed chain, or guest memory gone from under one: the queue is broken until a reset. */
+	if (r < 0)
+		virtio_set_needs_reset(dev);
+	/* A ring fault while notifying marks NEEDS_RESET in there; nothing more to do. */
+	if (pushed && virtio_notify_used(dev, queue) < 0)
+		return;
+}

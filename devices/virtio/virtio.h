@@ -161,6 +161,16 @@ void virtio_queue_notify(struct virtio_dev *dev, unsigned int queue);
 /* After pushes on a queue: interrupt the driver if it wants one; a ring fault marks NEEDS_RESET. */
 int virtio_notify_used(struct virtio_dev *dev, unsigned int queue);
 
+/*
+ * Serve every available chain of queue: serve(dev, q, chain, &written) returns 0 to give the chain back
+ * with `written` bytes, or -errno when the queue cannot go on (a malformed ring, guest memory gone):
+ * the device then needs a reset. One interrupt for the batch. For devices that answer each request
+ * before taking the next (blk, rng, iommu).
+ */
+void virtio_serve_queue(struct virtio_dev *dev, unsigned int queue,
+			int (*serve)(struct virtio_dev *dev, const struct virtq *q, const struct virtq_chain *c,
+				     uint32_t *written));
+
 /* The device found itself or the driver broken: set DEVICE_NEEDS_RESET and raise a config interrupt. */
 void virtio_set_needs_reset(struct virtio_dev *dev);
 /* Device config changed: bump the generation and raise a config interrupt. */
