@@ -8,18 +8,9 @@ set -euo pipefail
 
 MOAT_BIN=$1 KERNEL=$2 INITRD=$3 CMDLINE=$4
 shift 4
-# Extra arguments go to moat, except cmdline+=STR (appended to the guest's command line). With --iommu the
-# guest's devices must sit in IOMMU groups and moat's exit report must show MAP/UNMAP traffic.
-EXTRA=()
-IOMMU=0
-for a in "$@"; do
-	case $a in
-	cmdline+=*) CMDLINE="$CMDLINE ${a#cmdline+=}" ;;
-	--iommu) IOMMU=1; EXTRA+=("$a") ;;
-	*) EXTRA+=("$a") ;;
-	esac
-done
-[ $IOMMU = 0 ] || EXTRA+=(--log-level info)
+# Extra arguments: moat options, and cmdline+=STR for the guest (tests/e2e/lib.sh).
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+device_args "$@"
 W=$(mktemp -d "${TMPDIR:-/tmp}/moat-blk.XXXXXX")
 cleanup() { rm -rf --one-file-system "$W"; }
 trap cleanup EXIT
@@ -47,14 +38,7 @@ fi
 grep -q RO_WRITE_REFUSED "$W/console" || fail+=("a write to the read-only disk was not refused")
 grep -q "RO_SHA256=$ro_sum" "$W/console" || fail+=("the guest read different data from the read-only disk")
 [ "$(sha256sum "$W/ro.img" | cut -d' ' -f1)" = "$ro_sum" ] || fail+=("the read-only image changed")
-if [ $IOMMU = 1 ]; then
-	# Behind the IOMMU: every device in a group, and moat saw the guest map and unmap.
-	tr -d '\r' <"$W/console" | grep -qE 'IOMMU_GROUP=[0-9]+' || fail+=("the device is in no IOMMU group (is the virtio-iommu driver bound?)")
-	! tr -d '\r' <"$W/console" | grep -qE 'IOMMU_GROUP=( |$)' || fail+=("a device is in no IOMMU group")
-	stats=$(grep 'virtio-iommu' "$W/err" | tail -n 3 | tr '\n' ' ')
-	echo "iommu stats: $stats"
-	grep -qE 'requests: [0-9]+ attach, [0-9]+ detach, [1-9][0-9]* map' "$W/err" || fail+=("moat's exit report shows no MAP requests")
-fi
+check_iommu "$W/console" "$W/err"
 for s in 'Kernel panic' 'Call Trace' BLK_FAIL; do
 	! grep -q "$s" "$W/console" || fail+=("console has '$s'")
 done

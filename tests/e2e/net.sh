@@ -12,18 +12,9 @@ if [ "${MOAT_E2E_IN_NETNS:-}" != 1 ]; then
 fi
 MOAT_BIN=$1 KERNEL=$2 INITRD=$3 CMDLINE=$4
 shift 4
-# Extra arguments go to moat, except cmdline+=STR (appended to the guest's command line). With --iommu the
-# guest's devices must sit in IOMMU groups and moat's exit report must show MAP/UNMAP traffic.
-EXTRA=()
-IOMMU=0
-for a in "$@"; do
-	case $a in
-	cmdline+=*) CMDLINE="$CMDLINE ${a#cmdline+=}" ;;
-	--iommu) IOMMU=1; EXTRA+=("$a") ;;
-	*) EXTRA+=("$a") ;;
-	esac
-done
-[ $IOMMU = 0 ] || EXTRA+=(--log-level info)
+# Extra arguments: moat options, and cmdline+=STR for the guest (tests/e2e/lib.sh).
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+device_args "$@"
 HOST_IP=10.0.2.1
 GUEST_IP=10.0.2.15
 SECS=${MOAT_E2E_IPERF_SECS:-3}
@@ -80,14 +71,7 @@ tr -d '\r' <"$W/console" | grep -E '^(NET_|PING_|IPERF_|HOST_SAID|MOAT_INIT_OK|I
 for s in 'DRIVER=virtio_net' PING_HOST_OK IPERF_UP_MBPS= IPERF_DOWN_MBPS= HOST_SAID=bye; do
 	grep -q "$s" "$W/console" || fail+=("console lacks '$s'")
 done
-if [ $IOMMU = 1 ]; then
-	# Behind the IOMMU: every device in a group, and moat saw the guest map and unmap.
-	tr -d '\r' <"$W/console" | grep -qE 'IOMMU_GROUP=[0-9]+' || fail+=("the device is in no IOMMU group (is the virtio-iommu driver bound?)")
-	! tr -d '\r' <"$W/console" | grep -qE 'IOMMU_GROUP=( |$)' || fail+=("a device is in no IOMMU group")
-	stats=$(grep 'virtio-iommu' "$W/err" | tail -n 3 | tr '\n' ' ')
-	echo "iommu stats: $stats"
-	grep -qE 'requests: [0-9]+ attach, [0-9]+ detach, [1-9][0-9]* map' "$W/err" || fail+=("moat's exit report shows no MAP requests")
-fi
+check_iommu "$W/console" "$W/err"
 for s in 'Kernel panic' 'Call Trace' _FAIL; do
 	! grep -q "$s" "$W/console" || fail+=("console has '$s'")
 done
