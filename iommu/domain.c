@@ -8,8 +8,8 @@
  *
  * Costs, with n mappings: iommu_translate takes the read lock, walks the page table (<= 4 loads to
  * the first leaf, one per further leaf of the run; see pgtable.c) and does a relaxed atomic add.
- * iommu_map: O(log n) to find the neighbour and insert, one malloc for the record, and the page-table
- * map (a calloc per new node). iommu_unmap: O((k + 1) log n) for k removed mappings, plus their leaves.
+ * iommu_map: O(log n) to find the neighbour and insert, a record (from the tree's few spare ones, else
+ * malloc), and the page-table map (a new node comes from the table's free list, else calloc). iommu_unmap: O((k + 1) log n) for k removed mappings, plus their leaves.
  *
  * Locking: one rwlock per domain, writer-preferring so that device workers translating all the time
  * cannot starve MAP/UNMAP. Readers: translate, stats. Writers: map, unmap, unmap_all, notifier
@@ -166,13 +166,13 @@ static int map_locked(struct iommu_domain *d, uint64_t start, uint64_t end, uint
 		return -EEXIST;
 	if (d->maps.count >= d->lim.max_mappings)
 		return -ENOSPC;
-	node = mt_node_new(&m);
+	node = mt_node_new(&d->maps, &m);
 	if (!node)
 		return -ENOMEM;
 	/* The page table checks its byte budget and changes nothing on error. */
 	err = iommu_pt_map(d->pt, start, gpa, len, flags);
 	if (err) {
-		free(node);
+		mt_node_put(&d->maps, node);
 		return err;
 	}
 	mt_insert(&d->maps, node);
@@ -342,6 +342,8 @@ int iommu_domain_check(const struct iommu_domain *d)
 	}
 	if (!err && bytes != d->st.mapped_bytes - d->st.unmapped_bytes)
 		err = -EUCLEAN;
+	if (!err)
+		err = iommu_pt_check(d->pt);
 	if (!err) {
 		struct iommu_pt_shape sh;
 		uint64_t leaf_bytes;

@@ -29,6 +29,12 @@
 #define IOMMU_PAGE_SIZE UINT64_C(4096)
 /* Bytes one page-table node costs against max_table_bytes (512 entries and a use count). */
 #define IOMMU_PT_TABLE_BYTES UINT64_C(4104)
+/*
+ * Empty nodes a page table keeps for reuse instead of freeing them, so that map/unmap churn of one
+ * page does not allocate and zero its nodes every time. They are not in table_bytes, yet the nodes
+ * in the table plus the kept ones never pass max_table_bytes (see pgtable.c).
+ */
+#define IOMMU_PT_FREE_NODES 16
 
 #define IOMMU_MAX_NOTIFIERS 8
 
@@ -81,14 +87,22 @@ int iommu_pt_lookup(const struct iommu_pt *pt, uint64_t iova, uint64_t len, uint
 int iommu_pt_translate(const struct iommu_pt *pt, uint64_t iova, uint64_t len, unsigned int perm, uint64_t *gpa,
 		       uint64_t *run) __attribute__((warn_unused_result));
 
+/* Bytes of the nodes in the table, root included (the empty nodes kept for reuse are not). */
 uint64_t iommu_pt_table_bytes(const struct iommu_pt *pt);
 
 /* What the table looks like, counted by a full walk (tests, debugging): not for the fast path. */
 struct iommu_pt_shape {
 	uint64_t tables; /* nodes, root included */
 	uint64_t leaves_4k, leaves_2m, leaves_1g;
+	uint64_t free_nodes; /* empty nodes kept for reuse */
 };
 void iommu_pt_inspect(const struct iommu_pt *pt, struct iommu_pt_shape *out);
+/*
+ * Consistency check for tests and debugging, a full walk: every node's use count matches its entries,
+ * table_bytes counts the nodes, the kept nodes are all empty and within IOMMU_PT_FREE_NODES, and the
+ * table plus the kept nodes fit max_table_bytes. 0 or -EUCLEAN.
+ */
+int iommu_pt_check(const struct iommu_pt *pt) __attribute__((warn_unused_result));
 
 /* ---- Domains ---- */
 
@@ -170,8 +184,8 @@ void iommu_domain_stats(const struct iommu_domain *d, struct iommu_stats *out);
 const struct iommu_pt *iommu_domain_pt(const struct iommu_domain *d);
 /*
  * Consistency check for tests and debugging, O(n log n + leaves): the record tree is ordered and
- * balanced, every record is mapped exactly by the page table, which maps nothing else, and the byte
- * counters agree. 0 or -EUCLEAN.
+ * balanced, every record is mapped exactly by the page table, which maps nothing else, the page table
+ * passes iommu_pt_check, and the byte counters agree. 0 or -EUCLEAN.
  */
 int iommu_domain_check(const struct iommu_domain *d) __attribute__((warn_unused_result));
 

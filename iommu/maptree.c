@@ -64,6 +64,8 @@ void mt_init(struct maptree *t)
 {
 	t->root = NULL;
 	t->count = 0;
+	t->spare = NULL;
+	t->nspare = 0;
 }
 
 static void destroy(struct mt_node *n)
@@ -78,6 +80,12 @@ static void destroy(struct mt_node *n)
 void mt_destroy(struct maptree *t)
 {
 	destroy(t->root);
+	while (t->spare) {
+		struct mt_node *n = t->spare;
+
+		t->spare = n->right;
+		free(n);
+	}
 	mt_init(t);
 }
 
@@ -111,15 +119,31 @@ const struct iommu_mapping *mt_ceil(const struct maptree *t, uint64_t key)
 	return best ? &best->m : NULL;
 }
 
-struct mt_node *mt_node_new(const struct iommu_mapping *m)
+struct mt_node *mt_node_new(struct maptree *t, const struct iommu_mapping *m)
 {
-	struct mt_node *n = calloc(1, sizeof(*n));
+	struct mt_node *n = t->spare;
 
 	if (n) {
-		n->m = *m;
-		n->height = 1;
+		t->spare = n->right;
+		t->nspare--;
+	} else {
+		n = malloc(sizeof(*n));
+		if (!n)
+			return NULL;
 	}
+	*n = (struct mt_node){ .m = *m, .height = 1 };
 	return n;
+}
+
+void mt_node_put(struct maptree *t, struct mt_node *n)
+{
+	if (t->nspare >= MT_SPARE_MAX) {
+		free(n);
+		return;
+	}
+	n->right = t->spare;
+	t->spare = n;
+	t->nspare++;
 }
 
 static struct mt_node *insert(struct mt_node *r, struct mt_node *n)
@@ -180,7 +204,7 @@ void mt_remove(struct maptree *t, uint64_t start)
 
 	t->root = remove_key(t->root, start, &gone);
 	if (gone) {
-		free(gone);
+		mt_node_put(t, gone);
 		t->count--;
 	}
 }
@@ -214,6 +238,11 @@ int mt_check(const struct maptree *t)
 	uint64_t count = 0;
 
 	if (!check(t->root, &prev, &count) || count != t->count)
+		return -EUCLEAN;
+	count = 0;
+	for (const struct mt_node *n = t->spare; n && count <= MT_SPARE_MAX; n = n->right)
+		count++;
+	if (count != t->nspare || count > MT_SPARE_MAX)
 		return -EUCLEAN;
 	return 0;
 }

@@ -10,8 +10,18 @@
  * from the root again only when the run leaves a node. A map or unmap first runs over the same
  * entries without changing anything to count the nodes it will need, so the budget is checked and
  * every node allocated before the table changes: an error leaves the table as it was. Then the real
- * pass: O(levels + entries written), plus a calloc per new node. The dry run stops as soon as the
- * count passes the budget, so a huge guest request costs at most what the budget allows.
+ * pass: O(levels + entries written), plus a calloc per new node that the free list cannot give. The
+ * dry run stops as soon as the count passes the budget, so a huge guest request costs at most what
+ * the budget allows.
+ *
+ * Free list. A node whose use count drops to 0 has only empty entries, so instead of freeing it the
+ * table keeps up to IOMMU_PT_FREE_NODES of them and hands them out again without zeroing: mapping and
+ * unmapping one page, which creates and empties up to 3 nodes, then allocates nothing (nodes dropped
+ * whole with their entries, by a bigger leaf or an unmap covering them, are freed). Kept nodes are
+ * not in table_bytes (which stays "nodes in the table"), yet the table and the free list together
+ * never hold more than max_table_bytes: a node enters the free list only by leaving the table, and a
+ * change needing k nodes, allowed when table_bytes + k nodes <= max_table_bytes, takes them from the
+ * free list first, so afterwards the two hold max(table_bytes + k, table_bytes + kept) nodes' worth.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -43,8 +53,10 @@ _Static_assert(sizeof(struct pt_node) == IOMMU_PT_TABLE_BYTES, "IOMMU_PT_TABLE_B
 struct iommu_pt {
 	struct pt_node *root; /* lives as long as the table */
 	uint64_t input_end;   /* last IOVA accepted */
-	uint64_t table_bytes; /* nodes allocated, root included */
+	uint64_t table_bytes; /* nodes in the table, root included */
 	uint64_t max_table_bytes;
+	struct pt_node *free[IOMMU_PT_FREE_NODES]; /* empty nodes (all entries 0, live 0) kept for reuse */
+	unsigned int nfree;
 };
 
 /* One map or unmap, run twice: dry (count nodes) and then for real. */
@@ -111,6 +123,23 @@ static inline uint64_t make_table(const struct pt_node *n)
 	return (uint64_t)(uintptr_t)n | PTE_TABLE | PTE_PRESENT;
 }
 
+/* An empty node (live 0, so every entry is 0), not counted in table_bytes: keep it if there is room. */
+static void node_put(struct iommu_pt *pt, struct pt_node *n)
+{
+	if (pt->nfree < IOMMU_PT_FREE_NODES)
+		pt->free[pt->nfree++] = n;
+	else
+		free(n);
+}
+
+/* An empty node, from the free list or fresh. */
+static struct pt_node *node_get(struct iommu_pt *pt)
+{
+	if (pt->nfree)
+		return pt->free[--pt->nfree];
+	return calloc(1, sizeof(struct pt_node));
+}
+
 /* n is at level; its children are at level - 1. */
 static void free_subtree(struct iommu_pt *pt, struct pt_node *n, int level)
 {
@@ -119,28 +148,30 @@ static void free_subtree(struct iommu_pt *pt, struct pt_node *n, int level)
 			if (pte_is_table(n->pte[i]))
 				free_subtree(pt, pte_node(n->pte[i]), level - 1);
 	}
+	/* Its entries are still set: zeroing it would cost what calloc does, so it is not kept. */
 	free(n);
 	pt->table_bytes -= IOMMU_PT_TABLE_BYTES;
 }
 
-static void reserve_free(struct pt_op *op)
+static void reserve_free(struct iommu_pt *pt, struct pt_op *op)
 {
 	while (op->reserve) {
 		struct pt_node *n = op->reserve;
 
 		op->reserve = pte_node(n->pte[0]);
-		free(n);
+		n->pte[0] = 0;
+		node_put(pt, n);
 	}
 }
 
-static int reserve_fill(struct pt_op *op)
+static int reserve_fill(struct iommu_pt *pt, struct pt_op *op)
 {
 	op->reserve = NULL;
 	for (uint64_t k = 0; k < op->need; k++) {
-		struct pt_node *n = calloc(1, sizeof(*n));
+		struct pt_node *n = node_get(pt);
 
 		if (!n) {
-			reserve_free(op);
+			reserve_free(pt, op);
 			return -ENOMEM;
 		}
 		n->pte[0] = (uint64_t)(uintptr_t)op->reserve;
@@ -278,7 +309,7 @@ static int unmap_node(struct iommu_pt *pt, struct pt_node *n, int level, uint64_
 		child = pte_is_table(pte) ? pte_node(pte) : install_node(pt, n, i, level, op);
 		(void)unmap_node(pt, child, level - 1, eb, sl, sh, op);
 		if (!child->live) {
-			free(child);
+			node_put(pt, child);
 			pt->table_bytes -= IOMMU_PT_TABLE_BYTES;
 			n->pte[i] = 0;
 			n->live--;
@@ -298,12 +329,12 @@ static int pt_apply(struct iommu_pt *pt, pt_walk_fn walk, struct pt_op *op)
 	err = walk(pt, pt->root, PT_ROOT_LEVEL, 0, op->first, op->last, op);
 	if (err)
 		return err;
-	err = reserve_fill(op);
+	err = reserve_fill(pt, op);
 	if (err)
 		return err;
 	op->dry = false;
 	(void)walk(pt, pt->root, PT_ROOT_LEVEL, 0, op->first, op->last, op);
-	reserve_free(op); /* empty unless the dry run over-counted */
+	reserve_free(pt, op); /* empty unless the dry run over-counted */
 	return 0;
 }
 
@@ -352,6 +383,8 @@ void iommu_pt_free(struct iommu_pt *pt)
 	if (!pt)
 		return;
 	iommu_pt_clear(pt);
+	while (pt->nfree)
+		free(pt->free[--pt->nfree]);
 	free(pt->root);
 	free(pt);
 }
@@ -525,4 +558,57 @@ void iommu_pt_inspect(const struct iommu_pt *pt, struct iommu_pt_shape *out)
 {
 	memset(out, 0, sizeof(*out));
 	inspect_node(pt->root, PT_ROOT_LEVEL, out);
+	out->free_nodes = pt->nfree;
+}
+
+/*
+ * n's use count matches its entries and only the root may be empty (so no node is both in the table
+ * and on the free list); nodes and leaves sit at levels that allow them. Recursively.
+ */
+static bool check_node(const struct pt_node *n, int level, uint64_t *tables)
+{
+	uint64_t live = 0;
+
+	(*tables)++;
+	for (unsigned int i = 0; i < PT_ENTRIES; i++) {
+		uint64_t pte = n->pte[i];
+
+		if (!pte)
+			continue;
+		live++;
+		if (pte_is_table(pte)) {
+			if (level == 0 || !check_node(pte_node(pte), level - 1, tables))
+				return false;
+		} else if (level > PT_MAX_LEAF_LEVEL || (pte_gpa(pte) & (level_size(level) - 1))) {
+			return false;
+		}
+	}
+	return live == n->live && (live || level == PT_ROOT_LEVEL);
+}
+
+int iommu_pt_check(const struct iommu_pt *pt)
+{
+	uint64_t tables = 0, bytes;
+
+	if (!check_node(pt->root, PT_ROOT_LEVEL, &tables) || tables * IOMMU_PT_TABLE_BYTES != pt->table_bytes)
+		return -EUCLEAN;
+	if (pt->nfree > IOMMU_PT_FREE_NODES)
+		return -EUCLEAN;
+	for (unsigned int k = 0; k < pt->nfree; k++) {
+		const struct pt_node *n = pt->free[k];
+
+		if (!n || n == pt->root || n->live)
+			return -EUCLEAN;
+		for (unsigned int i = 0; i < PT_ENTRIES; i++)
+			if (n->pte[i])
+				return -EUCLEAN;
+		for (unsigned int j = 0; j < k; j++)
+			if (pt->free[j] == n)
+				return -EUCLEAN;
+	}
+	/* The free list's share of the budget (see the top of the file). */
+	if (__builtin_add_overflow(pt->table_bytes, pt->nfree * IOMMU_PT_TABLE_BYTES, &bytes) ||
+	    bytes > pt->max_table_bytes)
+		return -EUCLEAN;
+	return 0;
 }

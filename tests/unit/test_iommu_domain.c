@@ -174,6 +174,32 @@ Test(iommu_domain, map_translate_unmap)
 	iommu_domain_free(d);
 }
 
+Test(iommu_domain, map_unmap_churn_reuses_nodes_and_records)
+{
+	struct iommu_domain *d = dom_make(NULL);
+	struct iommu_pt_shape sh;
+	uint64_t bytes;
+
+	for (uint64_t i = 0; i < 1000; i++) {
+		uint64_t iova = (i % 64) * K4;
+
+		cr_assert_eq(iommu_map(d, iova, iova + K4 - 1, 0x100000 + i * K4, RW), 0);
+		expect_tr(d, iova, K4, R, 0x100000 + i * K4, K4);
+		cr_assert_eq(stats(d).table_bytes, 4 * TB);
+		cr_assert_eq(iommu_unmap(d, iova, iova + K4 - 1, &bytes), 0);
+		cr_assert_eq(bytes, K4);
+		cr_assert_eq(tr(d, iova, R), -ENOENT);
+		cr_assert_eq(stats(d).table_bytes, TB, "table_bytes counts only the nodes in use");
+		if (i % 100 == 0)
+			expect_consistent(d);
+	}
+	iommu_pt_inspect(iommu_domain_pt(d), &sh);
+	cr_assert_eq(sh.free_nodes, 3, "the emptied nodes are kept for the next map");
+	cr_assert_eq(stats(d).mappings, 0);
+	expect_consistent(d);
+	iommu_domain_free(d);
+}
+
 Test(iommu_domain, overlapping_map_refused)
 {
 	struct iommu_domain *d = dom_make(NULL);

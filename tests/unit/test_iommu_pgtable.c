@@ -26,6 +26,7 @@ static struct iommu_pt_shape shape(const struct iommu_pt *pt)
 
 	iommu_pt_inspect(pt, &s);
 	cr_assert_eq(s.tables * TB, iommu_pt_table_bytes(pt), "table_bytes counts every node");
+	cr_assert_eq(iommu_pt_check(pt), 0, "use counts, free list and budget are consistent");
 	return s;
 }
 
@@ -284,6 +285,61 @@ Test(iommu_pgtable, node_budget_enospc_leaves_table_unchanged)
 	cr_assert_eq(iommu_pt_unmap(pt, M2 + K4, K4), 0);
 	expect_shape(pt, 4, 511, 0, 0);
 	expect_hole(pt, M2 + K4);
+	iommu_pt_free(pt);
+}
+
+Test(iommu_pgtable, free_list_reuses_empty_nodes_within_budget)
+{
+	struct iommu_pt *pt = pt_make(IOMMU_IOVA_LAST, 4 * TB);
+
+	/* Churn of one page: the 3 nodes it empties are kept, and the next map takes them back. */
+	for (int k = 0; k < 3; k++) {
+		cr_assert_eq(iommu_pt_map(pt, 0, 0x100000, K4, RW), 0);
+		expect_shape(pt, 4, 1, 0, 0);
+		cr_assert_eq(shape(pt).free_nodes, 0);
+		iommu_pt_unmap_leaves(pt, 0, K4 - 1);
+		expect_shape(pt, 1, 0, 0, 0);
+		cr_assert_eq(shape(pt).free_nodes, 3, "emptied nodes kept, not in table_bytes");
+		cr_assert_eq(iommu_pt_table_bytes(pt), TB);
+	}
+	/* Kept nodes share the budget: 1 in the table + 3 kept fill 4, yet a 3-node map fits by reusing them. */
+	cr_assert_eq(iommu_pt_map(pt, G1, 0x200000, K4, RW), 0);
+	expect_shape(pt, 4, 1, 0, 0);
+	cr_assert_eq(shape(pt).free_nodes, 0);
+	cr_assert_eq(iommu_pt_map(pt, 2 * G1, 0x300000, K4, RW), -ENOSPC);
+	expect_hole(pt, 0);
+	expect_run(pt, G1, UINT64_MAX, 0x200000, K4, RW);
+	/* A split takes a kept node too. */
+	cr_assert_eq(iommu_pt_unmap(pt, G1, K4), 0);
+	cr_assert_eq(iommu_pt_map(pt, M2, 4 * M2, M2, RW), 0);
+	expect_shape(pt, 3, 0, 1, 0);
+	cr_assert_eq(shape(pt).free_nodes, 1);
+	cr_assert_eq(iommu_pt_unmap(pt, M2 + K4, K4), 0);
+	expect_shape(pt, 4, 511, 0, 0);
+	cr_assert_eq(shape(pt).free_nodes, 0);
+	expect_run(pt, M2, UINT64_MAX, 4 * M2, K4, RW);
+	expect_run(pt, M2 + 2 * K4, UINT64_MAX, 4 * M2 + 2 * K4, M2 - 2 * K4, RW);
+	iommu_pt_free(pt);
+
+	/* The list is bounded: emptying 41 nodes keeps IOMMU_PT_FREE_NODES of them. */
+	pt = pt_make(IOMMU_IOVA_LAST, UINT64_MAX);
+	for (uint64_t i = 0; i < 20; i++)
+		cr_assert_eq(iommu_pt_map(pt, i * G1, i * K4, K4, RW), 0);
+	expect_shape(pt, 42, 20, 0, 0);
+	for (uint64_t i = 0; i < 20; i++)
+		cr_assert_eq(iommu_pt_unmap(pt, i * G1, K4), 0);
+	expect_shape(pt, 1, 0, 0, 0);
+	cr_assert_eq(shape(pt).free_nodes, IOMMU_PT_FREE_NODES);
+	/* Reused nodes come back empty: nothing stale shows through. */
+	cr_assert_eq(iommu_pt_map(pt, 5 * G1 + 7 * K4, 0x400000, K4, RW), 0);
+	expect_shape(pt, 4, 1, 0, 0);
+	cr_assert_eq(shape(pt).free_nodes, IOMMU_PT_FREE_NODES - 3);
+	expect_hole(pt, 5 * G1);
+	expect_hole(pt, 5 * G1 + 8 * K4);
+	/* Nodes dropped with their contents (a leaf replacing a subtree) are freed, not kept. */
+	cr_assert_eq(iommu_pt_map(pt, 5 * G1, 0, G1, RW), 0);
+	expect_shape(pt, 2, 0, 0, 1);
+	cr_assert_eq(shape(pt).free_nodes, IOMMU_PT_FREE_NODES - 3);
 	iommu_pt_free(pt);
 }
 
