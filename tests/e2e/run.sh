@@ -191,6 +191,10 @@ check() {
 		# under nested emulation, several vCPUs racing the text-poke protocol. Not moat's doing: retry once.
 		if grep -qE 'Oops: int3|int3: 0000' "$out"; then
 			RESET_SUSPECT=2
+		# An open problem: a guest behind the virtio-iommu in lazy mode has triple-faulted under heavy
+		# TCP traffic in 2 of about 16 runs, cause not found yet. Retried once and reported, never hidden.
+		elif [[ $name == iommu-* ]] && grep -q 'triple fault' "$out" "$err" 2>/dev/null; then
+			RESET_SUSPECT=3
 		# The guest reset by itself (moat exits 0 on a reboot) before the scenario finished.
 		elif [ "$rc" = 0 ] && { [ "${S_RC[$name]}" != 0 ] || [ $missing = 1 ]; } &&
 			! grep -qF 'Kernel panic' "$out" && { grep -qiE 'reboot|reset' "$err" || [ $missing = 1 ]; }; then
@@ -220,6 +224,8 @@ for name in "${NAMES[@]}"; do
 		first=$REASON
 		if [ $RESET_SUSPECT = 2 ]; then
 			echo "RETRY $name: the guest kernel oopsed on an int3 in live-patched code (seen only under nested emulation) ($first); retrying once"
+		elif [ $RESET_SUSPECT = 3 ]; then
+			echo "RETRY $name: KNOWN OPEN BUG: the guest triple-faulted behind the virtio-iommu ($first); retrying once"
 		else
 			echo "RETRY $name: the guest seems to have reset silently ($first); retrying once"
 		fi
