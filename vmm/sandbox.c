@@ -93,6 +93,10 @@ static const struct sandbox_rule vcpu_rules[] = {
 	ALLOW_IOCTL(KVM_IOEVENTFD),      /* a PCI BAR placed or moved: queue notify addresses follow it */
 	ALLOW_IOCTL(KVM_SET_GSI_ROUTING), /* the guest programmed an MSI-X vector */
 	ALLOW_IOCTL(TUNSETOFFLOAD),      /* virtio-net DRIVER_OK: TAP offloads follow the negotiated features */
+#ifdef KVM_GET_SREGS
+	ALLOW_IOCTL(KVM_GET_REGS),       /* a triple fault's report says where the guest was */
+	ALLOW_IOCTL(KVM_GET_SREGS),
+#endif
 };
 
 /* Device workers: kicks and back-end fds in, guest memory and the back end's file or TAP out. */

@@ -105,9 +105,14 @@ void vcpu_run_loop(struct vcpu *vcpu)
 		case KVM_EXIT_HLT:
 			vm_request_stop(vm, VM_STOP_POWEROFF, "vCPU %u halted", vcpu->id);
 			break;
-		case KVM_EXIT_SHUTDOWN:
-			vm_request_stop(vm, VM_STOP_CRASH, "vCPU %u: triple fault (guest crashed)", vcpu->id);
+		case KVM_EXIT_SHUTDOWN: {
+			char where[256];
+
+			arch_vcpu_describe(vcpu, where, sizeof(where));
+			vm_request_stop(vm, VM_STOP_CRASH, "vCPU %u: triple fault (guest crashed) at %s", vcpu->id,
+					where[0] ? where : "an unknown place");
 			break;
+		}
 		case KVM_EXIT_SYSTEM_EVENT:
 			handle_system_event(vcpu);
 			break;

@@ -146,5 +146,7 @@ int arch_add_devices(struct vm *vm, char *err, size_t errlen);      /* platform 
 int arch_load_guest(struct vm *vm, char *err, size_t errlen);       /* kernel, initrd, cmdline, tables */
 int arch_vcpu_init(struct vm *vm, struct vcpu *vcpu, char *err, size_t errlen);
 void arch_vm_destroy(struct vm *vm);
+/* Where a vCPU stopped, in a few words for a crash report ("rip=... cr3=..."); "" if unknown. */
+void arch_vcpu_describe(struct vcpu *vcpu, char *buf, size_t len);
 
 #endif

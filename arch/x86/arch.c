@@ -295,6 +295,20 @@ int arch_vcpu_init(struct vm *vm, struct vcpu *vcpu, char *err, size_t errlen)
 	return 0;
 }
 
+void arch_vcpu_describe(struct vcpu *vcpu, char *buf, size_t len)
+{
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+
+	buf[0] = '\0';
+	if (ioctl(vcpu->fd, KVM_GET_REGS, &regs) < 0 || ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0)
+		return;
+	snprintf(buf, len, "rip=0x%llx rsp=0x%llx cr0=0x%llx cr2=0x%llx cr3=0x%llx cr4=0x%llx efer=0x%llx",
+		 (unsigned long long)regs.rip, (unsigned long long)regs.rsp, (unsigned long long)sregs.cr0,
+		 (unsigned long long)sregs.cr2, (unsigned long long)sregs.cr3, (unsigned long long)sregs.cr4,
+		 (unsigned long long)sregs.efer);
+}
+
 void arch_vm_destroy(struct vm *vm)
 {
 	free(vm->arch.cpuid);
