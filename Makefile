@@ -1,30 +1,55 @@
 # moat — minimal VMM over Linux KVM.
 #   make            build build/moat
+#   make ARCH=arm64 cross-build build/arm64/moat (static; CROSS_COMPILE, default aarch64-linux-gnu-)
 #   make run        boot the default guest (fetches it; uses the nested test bed if this host's KVM cannot boot Linux)
-#   make test       unit tests, host-KVM tests, end-to-end scenarios
+#   make test       unit tests, host-KVM tests, end-to-end scenarios (x86_64 and arm64)
 ARCH     ?= x86_64
-BUILD    ?= build
-CC       ?= gcc
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -I. -I$(ARCH_DIR) -MMD -MP -pthread
-NL_CFLAGS := $(shell pkg-config --cflags libnl-route-3.0 2>/dev/null || echo -I/usr/include/libnl3)
-NL_LIBS   := $(shell pkg-config --libs libnl-route-3.0 2>/dev/null || echo -lnl-route-3 -lnl-3)
-CFLAGS   += $(NL_CFLAGS)
-LDLIBS   += -pthread -lseccomp -lcap-ng $(NL_LIBS)
 
 ifeq ($(ARCH),x86_64)
 ARCH_DIR := arch/x86
+BUILD    ?= build
+CC       ?= gcc
+NL_CFLAGS := $(shell pkg-config --cflags libnl-route-3.0 2>/dev/null || echo -I/usr/include/libnl3)
+NL_LIBS   := $(shell pkg-config --libs libnl-route-3.0 2>/dev/null || echo -lnl-route-3 -lnl-3)
+else ifeq ($(ARCH),arm64)
+# Cross build from Debian's :arm64 -dev packages. libfdt-dev:arm64 cannot be co-installed with the
+# host's, so tools/arm64-sysroot.sh extracts it into $(SYSROOT). Linked statically: the nested test
+# bed's arm64 L1 runs it without the host's (x86) shared libraries.
+ARCH_DIR := arch/arm64
+BUILD    ?= build/arm64
+CROSS_COMPILE ?= aarch64-linux-gnu-
+override CC := $(CROSS_COMPILE)gcc
+override AR := $(CROSS_COMPILE)ar
+SYSROOT  := $(BUILD)/sysroot
+NL_CFLAGS := -I/usr/include/libnl3
+NL_LIBS   := -lnl-route-3 -lnl-3
+CFLAGS   += -I$(SYSROOT)/usr/include
+LDFLAGS  += -static -L$(SYSROOT)/usr/lib/aarch64-linux-gnu
+ARCH_LIBS := -lfdt
 else
-$(error unsupported ARCH=$(ARCH); supported: x86_64)
+$(error unsupported ARCH=$(ARCH); supported: x86_64, arm64)
 endif
+
+CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -I. -I$(ARCH_DIR) -MMD -MP -pthread
+CFLAGS   += $(NL_CFLAGS)
+LDLIBS   += $(ARCH_LIBS) -pthread -lseccomp -lcap-ng $(NL_LIBS)
 
 LIB_SRCS := $(wildcard vmm/*.c devices/*.c devices/*/*.c iommu/*.c $(ARCH_DIR)/*.c)
 LIB_SRCS := $(filter-out vmm/main.c,$(LIB_SRCS))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/*.c)
+# Pure modules of other arches, unit-tested on the build host too (the arm64 device-tree builder).
+UNIT_ARCH_SRCS := $(filter-out $(LIB_SRCS),arch/arm64/fdt.c arch/arm64/boot.c)
 KVM_SRCS  := $(wildcard tests/kvm/*.c)
 
 all: $(BUILD)/moat
+
+ifeq ($(ARCH),arm64)
+$(BUILD)/sysroot/.stamp: tools/arm64-sysroot.sh
+	@tools/arm64-sysroot.sh $(BUILD)/sysroot
+$(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/vmm/main.o: $(BUILD)/sysroot/.stamp
+endif
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -35,7 +60,7 @@ $(BUILD)/libmoat.a: $(LIB_OBJS)
 	$(AR) rcs $@ $^
 
 $(BUILD)/moat: $(BUILD)/obj/vmm/main.o $(BUILD)/libmoat.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Unit tests run under AddressSanitizer and UBSan, with their own objects.
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -43,8 +68,9 @@ $(BUILD)/obj-san/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -O1 -c -o $@ $<
 
-$(BUILD)/unit-tests: $(UNIT_SRCS:%.c=$(BUILD)/obj-san/%.o) $(LIB_SRCS:%.c=$(BUILD)/obj-san/%.o)
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ -lcriterion $(LDLIBS)
+$(BUILD)/unit-tests: $(UNIT_SRCS:%.c=$(BUILD)/obj-san/%.o) $(LIB_SRCS:%.c=$(BUILD)/obj-san/%.o) \
+		$(UNIT_ARCH_SRCS:%.c=$(BUILD)/obj-san/%.o)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ -lcriterion -lfdt $(LDLIBS)
 
 $(BUILD)/kvm-tests: $(KVM_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/libmoat.a
 	$(CC) $(CFLAGS) -o $@ $^ -lcriterion $(LDLIBS)

@@ -31,6 +31,11 @@ int pvpanic_create(struct vm *vm, uint16_t port)
 	return bus_register(&vm->pio, port, 1, &pvpanic_ops, vm, "pvpanic");
 }
 
+int pvpanic_create_mmio(struct vm *vm, uint64_t addr, uint64_t size)
+{
+	return bus_register(&vm->mmio, addr, size, &pvpanic_ops, vm, "pvpanic-mmio");
+}
+
 struct acpi_pm {
 	struct vm *vm;
 	uint8_t reset_value;

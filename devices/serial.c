@@ -159,7 +159,7 @@ static void serial_free(void *p)
 	free(s);
 }
 
-int serial_create(struct vm *vm, uint16_t port, unsigned int irq)
+static int serial_create_on(struct vm *vm, struct bus *bus, uint64_t base, unsigned int irq)
 {
 	struct serial *s = calloc(1, sizeof(*s));
 	struct uart_sink sink = { .irq = serial_irq, .out = serial_out };
@@ -188,7 +188,7 @@ int serial_create(struct vm *vm, uint16_t port, unsigned int irq)
 	if (r)
 		return r;
 	vm->serial = s;
-	r = bus_register(&vm->pio, port, 8, &serial_ops, s, "serial");
+	r = bus_register(bus, base, 8, &serial_ops, s, "serial");
 	if (r)
 		return r;
 	if (vm->console_in >= 0) {
@@ -202,3 +202,13 @@ int serial_create(struct vm *vm, uint16_t port, unsigned int irq)
 	return 0;
 }
 
+
+int serial_create(struct vm *vm, uint16_t port, unsigned int irq)
+{
+	return serial_create_on(vm, &vm->pio, port, irq);
+}
+
+int serial_create_mmio(struct vm *vm, uint64_t addr, unsigned int irq)
+{
+	return serial_create_on(vm, &vm->mmio, addr, irq);
+}

@@ -6,6 +6,9 @@
 
 struct vm;
 
+/* irq is what vm_set_irq_line() takes on this arch. */
 int serial_create(struct vm *vm, uint16_t port, unsigned int irq) __attribute__((warn_unused_result));
+/* The same UART as 8 byte-wide registers in MMIO at addr (device tree: ns16550a, reg-shift 0). */
+int serial_create_mmio(struct vm *vm, uint64_t addr, unsigned int irq) __attribute__((warn_unused_result));
 
 #endif

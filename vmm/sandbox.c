@@ -71,7 +71,9 @@ static const struct sandbox_rule base_rules[] = {
 
 /* The main thread once the vCPU threads run: event loop, signalfd, timerfd, console input, shutdown. */
 static const struct sandbox_rule main_rules[] = {
+#ifdef __NR_epoll_wait
 	ALLOW(epoll_wait),
+#endif
 	ALLOW(epoll_pwait),
 	ALLOW_ARG(epoll_ctl, 1, SCMP_CMP_EQ, EPOLL_CTL_DEL, 0), /* console input hit EOF */
 	ALLOW_ARG(epoll_ctl, 1, SCMP_CMP_EQ, EPOLL_CTL_MOD, 0), /* console input paused/resumed */
@@ -101,7 +103,9 @@ static const struct sandbox_rule vcpu_rules[] = {
 
 /* Device workers: kicks and back-end fds in, guest memory and the back end's file or TAP out. */
 static const struct sandbox_rule device_rules[] = {
+#ifdef __NR_epoll_wait
 	ALLOW(epoll_wait),
+#endif
 	ALLOW(epoll_pwait),
 	ALLOW(read),      /* eventfds, TAP frames */
 	ALLOW(writev),    /* TAP frames */
@@ -190,8 +194,7 @@ static const struct {
 } syscall_names[] = {
 	{ __NR_execve, "execve" },       { __NR_execveat, "execveat" },   { __NR_socket, "socket" },
 	{ __NR_connect, "connect" },     { __NR_bind, "bind" },           { __NR_ptrace, "ptrace" },
-	{ __NR_open, "open" },           { __NR_openat, "openat" },       { __NR_clone, "clone" },
-	{ __NR_clone3, "clone3" },       { __NR_fork, "fork" },           { __NR_vfork, "vfork" },
+	{ __NR_openat, "openat" },       { __NR_clone, "clone" },         { __NR_clone3, "clone3" },
 	{ __NR_kill, "kill" },           { __NR_tgkill, "tgkill" },       { __NR_ioctl, "ioctl" },
 	{ __NR_mmap, "mmap" },           { __NR_mprotect, "mprotect" },   { __NR_read, "read" },
 	{ __NR_rt_sigaction, "rt_sigaction" },                           { __NR_prctl, "prctl" },
@@ -204,7 +207,11 @@ static const struct {
 	{ __NR_setuid, "setuid" },       { __NR_mount, "mount" },         { __NR_unshare, "unshare" },
 	{ __NR_readv, "readv" },         { __NR_writev, "writev" },       { __NR_pread64, "pread64" },
 	{ __NR_pwrite64, "pwrite64" },   { __NR_preadv, "preadv" },       { __NR_pwritev, "pwritev" },
-	{ __NR_fdatasync, "fdatasync" }, { __NR_fallocate, "fallocate" }, { __NR_epoll_wait, "epoll_wait" },
+	{ __NR_fdatasync, "fdatasync" }, { __NR_fallocate, "fallocate" },
+#ifdef __NR_open /* the legacy calls newer arches (arm64) do not have */
+	{ __NR_open, "open" },           { __NR_fork, "fork" },           { __NR_vfork, "vfork" },
+	{ __NR_epoll_wait, "epoll_wait" },
+#endif
 };
 
 static size_t put_str(char *buf, size_t at, size_t cap, const char *s)
