@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Fetch the guest kernel and build the guest and test-bed initramfs images.
 #
-#   tools/guest-images.sh --arch x86_64 [--out DIR]
+#   tools/guest-images.sh --arch x86_64|arm64 [--out DIR]
 #
 # Results in DIR (default build/guest/<arch>):
 #   vmlinuz               the kernel (bzImage) of the newest Debian 12 6.12 cloud kernel package
+#                         (arm64: an Image, possibly gzip'd, which QEMU boots as the test bed's L1)
+#   Image                 arm64 only: vmlinuz decompressed if it was, the kernel moat boots
 #   modules/              its lib/modules/<version> tree
 #   kernel-version        its version (uname -r)
 #   config                its build configuration
@@ -30,7 +32,7 @@ OUT=
 
 die() { echo "guest-images: error: $*" >&2; exit 1; }
 say() { echo "guest-images: $*"; }
-usage() { echo "usage: $0 --arch x86_64 [--out DIR]" >&2; exit 2; }
+usage() { echo "usage: $0 --arch x86_64|arm64 [--out DIR]" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -44,8 +46,17 @@ while [ $# -gt 0 ]; do
 done
 
 case $ARCH in
-x86_64) FLAVOUR=cloud-amd64 ;;
-*) die "unsupported --arch '$ARCH' (supported: x86_64)" ;;
+x86_64) FLAVOUR=cloud-amd64; DEB_ARCH=amd64; TARGET_CC=gcc ;;
+arm64)
+	FLAVOUR=cloud-arm64; DEB_ARCH=arm64; TARGET_CC=aarch64-linux-gnu-gcc
+	# KVM is built into the arm64 kernel; it has no pvpanic (the guest's panic is a PSCI warm reset, see
+	# tests/e2e/run.sh).
+	L1_MODULES_REQUIRED=""
+	GUEST_MODULES="virtio-iommu virtio_net virtio_blk virtio-rng"
+	# The device scenarios' tools are not cross-packaged yet: the full image adds only blkio.
+	GUEST_TOOLS=""
+	;;
+*) die "unsupported --arch '$ARCH' (supported: x86_64, arm64)" ;;
 esac
 OUT=${OUT:-$REPO/build/guest/$ARCH}
 mkdir -p "$OUT/cache" || die "cannot create $OUT"
@@ -58,6 +69,8 @@ done
 BUSYBOX=/bin/busybox
 [ "$(dpkg-query -W -f='${db:Status-Status}' busybox-static 2>/dev/null || true)" = installed ] && [ -x "$BUSYBOX" ] ||
 	die "busybox-static is not installed; run tools/install-deps.sh"
+# The applet list comes from the host's busybox (same Debian version as the target's).
+LIST_BUSYBOX=$BUSYBOX
 
 # One run at a time per output folder.
 exec 9>"$OUT/.lock"
@@ -67,6 +80,36 @@ TMP=
 cleanup() { [ -z "$TMP" ] || rm -rf --one-file-system "$TMP"; }
 trap cleanup EXIT
 TMP=$(mktemp -d "$OUT/.tmp.XXXXXX")
+
+# fetch_debs DIR PKG...: extract the newest version of each package (PKG:arch) into DIR, caching the .debs.
+# For target packages that cannot be co-installed with the host's (busybox-static:arm64, bash:arm64).
+fetch_debs() {
+	local dir=$1 p name deb
+	shift
+	mkdir -p "$dir"
+	for p in "$@"; do
+		name=${p%%:*}
+		deb=$(ls "$CACHE/${name}"_*_"${p#*:}".deb 2>/dev/null | sort -V | tail -n 1 || true)
+		if [ -z "$deb" ]; then
+			say "downloading $p"
+			(cd "$TMP" && apt-get download -q -o APT::Sandbox::User=root "$p" >"$TMP/apt-download.log" 2>&1) ||
+				die "apt-get download $p failed: $(tail -n 1 "$TMP/apt-download.log") (tools/install-deps.sh adds the arm64 architecture)"
+			mv "$TMP/${name}"_*.deb "$CACHE/"
+			deb=$(ls "$CACHE/${name}"_*_"${p#*:}".deb | sort -V | tail -n 1)
+		fi
+		dpkg-deb -x "$deb" "$dir" || die "dpkg-deb -x $deb failed"
+	done
+}
+
+if [ "$ARCH" = arm64 ]; then
+	# busybox-static:arm64 replaces the host's busybox-static if installed: take it from its .deb.
+	if [ ! -x "$CACHE/target/bin/busybox" ]; then
+		rm -rf "$CACHE/target"
+		fetch_debs "$CACHE/target" busybox-static:arm64
+	fi
+	BUSYBOX=$CACHE/target/bin/busybox
+	[ -x "$BUSYBOX" ] || die "busybox-static:arm64 has no bin/busybox"
+fi
 
 # ---------------------------------------------------------------- kernel package
 PKG_RE="^linux-image-6\\.12\\.[0-9]+\\+deb12-$FLAVOUR-unsigned\$"
@@ -85,7 +128,8 @@ newest_pkg() {
 }
 
 cached_kver=
-if [ -s "$OUT/kernel-version" ] && [ -s "$OUT/vmlinuz" ] && [ -d "$OUT/modules/kernel" ]; then
+if [ -s "$OUT/kernel-version" ] && [ -s "$OUT/vmlinuz" ] && [ -d "$OUT/modules/kernel" ] &&
+	{ [ "$ARCH" != arm64 ] || [ -s "$OUT/Image" ]; }; then
 	cached_kver=$(cat "$OUT/kernel-version")
 fi
 
@@ -119,6 +163,16 @@ extract_deb() {
 	mv "$TMP/x/boot/vmlinuz-$kver" "$OUT/vmlinuz"
 	if [ -f "$TMP/x/boot/config-$kver" ]; then mv "$TMP/x/boot/config-$kver" "$OUT/config"; fi
 	rm -rf "$TMP/x"
+	if [ "$ARCH" = arm64 ]; then
+		# Debian's arm64 vmlinuz has been a gzip'd Image in some releases and a plain Image in others.
+		rm -f "$OUT/Image"
+		if gzip -t "$OUT/vmlinuz" 2>/dev/null; then
+			gzip -dc "$OUT/vmlinuz" >"$OUT/Image.tmp" || die "cannot decompress the arm64 vmlinuz"
+			mv "$OUT/Image.tmp" "$OUT/Image"
+		else
+			ln "$OUT/vmlinuz" "$OUT/Image" || die "cannot link $OUT/Image"
+		fi
+	fi
 	echo "$kver" >"$OUT/kernel-version"
 }
 
@@ -128,7 +182,7 @@ elif [ -n "$pkg" ]; then
 	deb=$(ls "$CACHE/${pkg}"_*.deb 2>/dev/null | sort -V | tail -n 1 || true)
 	if [ -z "$deb" ]; then
 		say "downloading $pkg"
-		if (cd "$TMP" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >"$TMP/apt-download.log" 2>&1); then
+		if (cd "$TMP" && apt-get download -q -o APT::Sandbox::User=root "$pkg:$DEB_ARCH" >"$TMP/apt-download.log" 2>&1); then
 			mv "$TMP/${pkg}"_*.deb "$CACHE/"
 			deb=$(ls "$CACHE/${pkg}"_*.deb | sort -V | tail -n 1)
 		else
@@ -222,7 +276,7 @@ base_root() {
 	local root=$1 a
 	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,etc,root,lib/modules/"$KVER"}
 	cp "$BUSYBOX" "$root/bin/busybox"
-	for a in $("$BUSYBOX" --list-full); do
+	for a in $("$LIST_BUSYBOX" --list-full); do
 		[ "$a" = bin/busybox ] || [ -e "$root/$a" ] || ln -s /bin/busybox "$root/$a"
 	done
 	chmod 1777 "$root/tmp"
@@ -325,7 +379,7 @@ EOF
 		done < <(ldd "$prog" | awk '/=> \// { print $3 } /^\t\/[^ ]* \(/ { print $1 }')
 	done
 	# The block I/O load of bench/blk.sh, linked statically.
-	gcc -O2 -static -Wall -Wextra -o "$T2/usr/local/bin/blkio" "$REPO/bench/blkio.c" || die "cannot build bench/blkio.c"
+	"$TARGET_CC" -O2 -static -Wall -Wextra -o "$T2/usr/local/bin/blkio" "$REPO/bench/blkio.c" || die "cannot build bench/blkio.c"
 	pack "$T2" "$TMP/tools.cpio.gz"
 	cat "$OUT/initramfs.cpio.gz" "$TMP/tools.cpio.gz" >"$OUT/initramfs-full.cpio.gz.tmp"
 	mv "$OUT/initramfs-full.cpio.gz.tmp" "$OUT/initramfs-full.cpio.gz"
@@ -356,6 +410,7 @@ else
 	optional=(${ORDER[@]+"${ORDER[@]}"})
 	copy_modules "$R" "$R/etc/l1-modules.required" "${required[@]}"
 	copy_modules "$R" "$R/etc/l1-modules.optional" ${optional[@]+"${optional[@]}"}
+	if [ "$ARCH" = x86_64 ]; then
 	cat >"$R/init" <<'EOF'
 #!/bin/sh
 # Test-bed L1: load KVM, mount the host's root (virtio-fs, read-only), run one command in it, report its status.
@@ -441,6 +496,91 @@ printf '\nL1_EXIT_STATUS=%d\n' "$rc"
 poweroff -f
 while :; do sleep 3600; done
 EOF
+	else
+	# arm64 L1: the host's root is x86, so the command runs in this initramfs (arm64 busybox, bash and its
+	# libraries from Debian's :arm64 packages) with the repository bind-mounted from the host's root.
+	fetch_debs "$TMP/l1deb" bash:arm64 libtinfo6:arm64 libc6:arm64
+	rm -f "$R/bin/bash"
+	cp -a "$TMP/l1deb/bin/bash" "$R/bin/bash"
+	mkdir -p "$R/lib/aarch64-linux-gnu"
+	cp -a "$TMP/l1deb/lib/ld-linux-aarch64.so.1" "$R/lib/"
+	for l in "$TMP"/l1deb/lib/aarch64-linux-gnu/{ld-linux-aarch64.so.1,libc.so.6,libm.so.6,libresolv.so.2,libtinfo.so.6*}; do
+		[ -e "$l" ] || die "libc6/libtinfo6 have no $(basename "$l")"
+		cp -a "$l" "$R/lib/aarch64-linux-gnu/"
+	done
+	rm -rf "$TMP/l1deb"
+	cat >"$R/init" <<'EOF'
+#!/bin/sh
+# Test-bed L1 (arm64): mount the host's root (virtio-fs, read-only), run one command from the repository with
+# this initramfs's userland, report its status. ttyAMA0 carries this script's and the command's output; the
+# kernel's console is hvc0.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/null >/dev/ttyAMA0 2>&1
+
+say() { echo "l1-init: $*"; }
+fatal() {
+	say "FATAL: $*"
+	echo "L1_SETUP_FAILED"
+	poweroff -f
+	while :; do sleep 3600; done
+}
+
+job=
+for arg in $(cat /proc/cmdline); do
+	case $arg in
+	moat.l1job=*) job=${arg#moat.l1job=} ;;
+	esac
+done
+[ -n "$job" ] || fatal "no moat.l1job=PATH on the kernel command line"
+
+kver=$(uname -r)
+while read -r m; do
+	[ -n "$m" ] || continue
+	insmod "/lib/modules/$kver/$m" || fatal "cannot load the kernel module $m"
+done </etc/l1-modules.required
+while read -r m; do
+	[ -n "$m" ] || continue
+	insmod "/lib/modules/$kver/$m" || say "warning: cannot load the kernel module $m"
+done </etc/l1-modules.optional
+while read -r m; do
+	[ -n "$m" ] && say "warning: the kernel module $m is not in this kernel"
+done </etc/l1-modules.missing
+[ -c /dev/kvm ] || fatal "/dev/kvm is missing (does the emulated CPU offer EL2? QEMU needs virtualization=on)"
+
+mkdir -p /host
+mount -t virtiofs -o ro hostroot /host || fatal "cannot mount the host's root (virtio-fs tag hostroot)"
+[ -f "/host$job/env" ] || fatal "job file /host$job/env not found in the host's root"
+. "/host$job/env"
+[ -n "$L1_REPO" ] && [ -d "/host$L1_REPO" ] || fatal "repository '$L1_REPO' not visible in the host's root"
+mkdir -p "$L1_REPO" || fatal "cannot create $L1_REPO"
+mount --bind "/host$L1_REPO" "$L1_REPO" || fatal "cannot bind $L1_REPO"
+mount -t tmpfs -o mode=1777 tmpfs /tmp || fatal "cannot mount /tmp"
+mkdir -p /dev/pts /dev/shm /var/tmp /run
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts || fatal "cannot mount /dev/pts"
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm || fatal "cannot mount /dev/shm"
+ln -sfn /proc/self/fd /dev/fd
+ln -sfn /proc/self/fd/0 /dev/stdin
+ln -sfn /proc/self/fd/1 /dev/stdout
+ln -sfn /proc/self/fd/2 /dev/stderr
+hostname moat-l1
+ip link set lo up 2>/dev/null || true
+
+# One idle VM for the whole session (see kvm-hold.c).
+"$L1_KVM_HOLD" || fatal "$L1_KVM_HOLD could not create the idle KVM VM"
+
+echo "L1_CMD_START"
+env -i HOME=/root USER=root LOGNAME=root TERM=dumb LANG=C \
+	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+	/bin/bash "$job/cmd.sh" </dev/null
+rc=$?
+printf '\nL1_EXIT_STATUS=%d\n' "$rc"
+poweroff -f
+while :; do sleep 3600; done
+EOF
+	fi
 	chmod 755 "$R/init"
 	pack "$R" "$OUT/l1-initramfs.cpio.gz"
 	echo "$l1_hash" >"$OUT/l1-initramfs.stamp"

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Nested test bed: run one command inside an L1 Linux that has a real KVM.
 #
-#   tools/testbed/run-l1.sh [--arch x86_64] [--timeout SEC] [--verbose] -- CMD [ARG...]
+#   tools/testbed/run-l1.sh [--arch x86_64|arm64] [--timeout SEC] [--verbose] -- CMD [ARG...]
 #
 # Boots the Debian 6.12 cloud kernel under QEMU (software emulation of a CPU with SVM and nested
 # paging), shares this machine's root file system read-only into it with virtio-fs, and runs CMD there
 # as root, chrooted into the shared root and in this repository's folder (same absolute path), with
 # tmpfs on /tmp /run /var/tmp /root /dev/shm. Only the MOAT and MOAT_* environment variables are passed on.
+# --arch arm64: the L1 is an arm64 Linux under qemu-system-aarch64 (-M virt,virtualization=on: EL2, so L1
+# has KVM). It cannot run the host's x86 programs: CMD runs with the L1 initramfs's arm64 userland (busybox,
+# bash) and sees only this repository (bind-mounted at the same path) of the host's files; arm64 programs
+# it runs (moat) must be static.
 # CMD's stdout and stderr (L1's console) are printed on stdout; the exit status is CMD's.
 # Other exit statuses: 124 the L1 session timed out, 125 L1 died or failed to set up (the last console
 # lines are printed), 1 this script could not start L1, 2 bad usage.
@@ -21,7 +25,7 @@ VIRTIOFSD=/usr/lib/qemu/virtiofsd
 
 die() { echo "run-l1: error: $*" >&2; exit 1; }
 usage() {
-	echo "usage: $0 [--arch x86_64] [--timeout SEC] [--verbose] -- CMD [ARG...]" >&2
+	echo "usage: $0 [--arch x86_64|arm64] [--timeout SEC] [--verbose] -- CMD [ARG...]" >&2
 	exit 2
 }
 
@@ -40,8 +44,9 @@ done
 [ $# -gt 0 ] || usage
 [[ $TIMEOUT =~ ^[0-9]+$ ]] && [ "$TIMEOUT" -gt 0 ] || die "--timeout needs a positive number of seconds"
 case $ARCH in
-x86_64) ;;
-*) die "unsupported --arch '$ARCH' (supported: x86_64)" ;;
+x86_64) QEMU=qemu-system-x86_64; HOLD_CC=gcc; HOLD_FLAGS=() ;;
+arm64) QEMU=qemu-system-aarch64; HOLD_CC=aarch64-linux-gnu-gcc; HOLD_FLAGS=(-static) ;;
+*) die "unsupported --arch '$ARCH' (supported: x86_64, arm64)" ;;
 esac
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -53,7 +58,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	fi
 	die "must run as root (it needs a private mount namespace and virtiofsd)"
 fi
-for tool in qemu-system-x86_64 unshare gcc timeout mount findmnt; do
+for tool in "$QEMU" "$HOLD_CC" unshare timeout mount findmnt; do
 	command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found; run tools/install-deps.sh"
 done
 [ -x "$VIRTIOFSD" ] || die "$VIRTIOFSD not found (QEMU 7.2's virtiofsd, package qemu-system-common); run tools/install-deps.sh"
@@ -68,8 +73,9 @@ for f in vmlinuz l1-initramfs.cpio.gz; do
 	[ -s "$IMG/$f" ] || die "$IMG/$f missing after tools/guest-images.sh"
 done
 HOLD=$BUILD/kvm-hold
+[ "$ARCH" = x86_64 ] || HOLD=$BUILD/kvm-hold-$ARCH
 if [ ! -x "$HOLD" ] || [ "$REPO/tools/testbed/kvm-hold.c" -nt "$HOLD" ]; then
-	gcc -O2 -Wall -Wextra -o "$HOLD.tmp" "$REPO/tools/testbed/kvm-hold.c" || die "cannot build kvm-hold"
+	"$HOLD_CC" -O2 ${HOLD_FLAGS[@]+"${HOLD_FLAGS[@]}"} -Wall -Wextra -o "$HOLD.tmp" "$REPO/tools/testbed/kvm-hold.c" || die "cannot build kvm-hold"
 	mv "$HOLD.tmp" "$HOLD"
 fi
 
@@ -164,14 +170,26 @@ fi
 
 # ------------------------------------------------------------------ boot L1
 mkfifo "$T/console"
-timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
-	-M q35 -accel tcg,thread=multi -cpu max -smp 2 -m 4G \
+if [ "$ARCH" = x86_64 ]; then
+	MACHINE=(-M q35 -cpu max)
+	KCONSOLE=(-serial file:"$T/kernel.log")
+	KCON=ttyS1
+else
+	# EL2 emulated (L1 gets VHE KVM), GICv3 for the L2's vGICv3 and ITS; pointer authentication with
+	# QEMU's cheap algorithm (the architected one makes emulation ~3x slower). virt has one UART: the
+	# kernel's console goes to a virtio console.
+	MACHINE=(-M virt,virtualization=on,gic-version=3 -cpu max,pauth-impdef=on)
+	KCONSOLE=(-device virtio-serial-pci -chardev file,id=klog,path="$T/kernel.log" -device virtconsole,chardev=klog)
+	KCON=hvc0
+fi
+timeout -k 10 "$TIMEOUT" "$QEMU" \
+	"${MACHINE[@]}" -accel tcg,thread=multi -smp 2 -m 4G \
 	-object memory-backend-memfd,id=mem,size=4G,share=on -numa node,memdev=mem \
 	-chardev socket,id=vfs,path="$T/vfs.sock" -device vhost-user-fs-pci,chardev=vfs,tag=hostroot \
 	-nodefaults -no-user-config -display none -no-reboot \
-	-serial stdio -serial file:"$T/kernel.log" \
+	-serial stdio "${KCONSOLE[@]}" \
 	-kernel "$IMG/vmlinuz" -initrd "$IMG/l1-initramfs.cpio.gz" \
-	-append "console=ttyS1 panic=-1 oops=panic moat.l1job=$JOB" \
+	-append "console=$KCON panic=-1 oops=panic moat.l1job=$JOB" \
 	</dev/null >"$T/console" 2>"$T/qemu.err" &
 QEMU_PID=$!
 exec 3<"$T/console"
