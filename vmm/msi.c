@@ -89,12 +89,37 @@ int vm_msi_alloc(struct vm *vm, uint32_t devid, unsigned int *id)
 	irqfd.fd = (uint32_t)fd;
 	irqfd.gsi = rt->gsi;
 	if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0) {
-		r = -errno;
-		close(fd);
-		goto out;
+		/* EAGAIN: the irqchip is not initialised yet; the arch connects it later. */
+		if (errno != EAGAIN) {
+			r = -errno;
+			close(fd);
+			goto out;
+		}
+		rt->irqfd_pending = true;
 	}
 	*id = m->n++;
 out:
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
+int vm_msi_connect_pending(struct vm *vm)
+{
+	struct vm_msi *m = &vm->msi;
+	int r = 0;
+
+	pthread_mutex_lock(&m->lock);
+	for (unsigned int i = 0; i < m->n && !r; i++) {
+		struct vm_msi_route *rt = &m->routes[i];
+		struct kvm_irqfd irqfd = { .fd = (uint32_t)rt->irqfd, .gsi = rt->gsi };
+
+		if (!rt->irqfd_pending)
+			continue;
+		if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0)
+			r = -errno;
+		else
+			rt->irqfd_pending = false;
+	}
 	pthread_mutex_unlock(&m->lock);
 	return r;
 }

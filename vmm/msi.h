@@ -25,6 +25,7 @@ struct vm_msi_route {
 	uint64_t addr;
 	uint32_t data;
 	uint32_t devid;      /* requester id, for arches whose MSI controller needs it */
+	bool irqfd_pending;  /* KVM_IRQFD waits for the irqchip (vm_msi_connect_pending) */
 };
 
 struct vm_msi {
@@ -38,13 +39,19 @@ void vm_msi_init(struct vm_msi *m, unsigned int first_gsi);
 /* Close every irqfd. */
 void vm_msi_fini(struct vm_msi *m);
 
-/* A new MSI source with its irqfd registered in KVM; *id is for vm_msi_set/vm_msi_fire. -errno. */
+/*
+ * A new MSI source with its irqfd registered in KVM; *id is for vm_msi_set/vm_msi_fire. -errno.
+ * Where KVM takes irqfds only once the irqchip is initialised (arm64's vGIC, after the vCPUs exist), the
+ * registration waits for vm_msi_connect_pending(), which the arch calls then.
+ */
 int vm_msi_alloc(struct vm *vm, uint32_t devid, unsigned int *id) __attribute__((warn_unused_result));
 /* Route source id to (addr, data), or remove its route (!enable). Commits the table to KVM. -errno. */
 int vm_msi_set(struct vm *vm, unsigned int id, uint64_t addr, uint32_t data, bool enable)
 	__attribute__((warn_unused_result));
 /* Send source id (its route must be set). -errno. */
 int vm_msi_fire(struct vm *vm, unsigned int id);
+/* Register the irqfds that had to wait for the irqchip. -errno. */
+int vm_msi_connect_pending(struct vm *vm) __attribute__((warn_unused_result));
 /* The irqfd of source id (for back ends that signal KVM directly, such as vhost). */
 int vm_msi_irqfd(struct vm *vm, unsigned int id);
 

@@ -62,9 +62,15 @@ static void handle_system_event(struct vcpu *vcpu)
 	case KVM_SYSTEM_EVENT_SHUTDOWN:
 		vm_request_stop(vm, VM_STOP_POWEROFF, "guest powered off");
 		break;
-	case KVM_SYSTEM_EVENT_RESET:
-		vm_request_stop(vm, VM_STOP_REBOOT, "guest rebooted");
+	case KVM_SYSTEM_EVENT_RESET: {
+		const char *what = NULL;
+
+		if (arch_reset_reason(vcpu->run, &what) == VM_STOP_PANIC)
+			vm_request_stop(vm, VM_STOP_PANIC, "guest kernel panicked (%s)", what);
+		else
+			vm_request_stop(vm, VM_STOP_REBOOT, "guest rebooted");
 		break;
+	}
 	case KVM_SYSTEM_EVENT_CRASH:
 		vm_request_stop(vm, VM_STOP_PANIC, "guest crashed (vCPU %u)", vcpu->id);
 		break;

@@ -146,6 +146,11 @@ int arch_add_devices(struct vm *vm, char *err, size_t errlen);      /* platform 
 int arch_load_guest(struct vm *vm, char *err, size_t errlen);       /* kernel, initrd, cmdline, tables */
 int arch_vcpu_init(struct vm *vm, struct vcpu *vcpu, char *err, size_t errlen);
 void arch_vm_destroy(struct vm *vm);
+/*
+ * What a guest reset (KVM_SYSTEM_EVENT_RESET) means: VM_STOP_REBOOT, or VM_STOP_PANIC on arches whose
+ * guests report a panic through a reset of their own kind (*what then says which, for the user).
+ */
+enum vm_stop_reason arch_reset_reason(const struct kvm_run *run, const char **what);
 /* Where a vCPU stopped, in a few words for a crash report ("rip=... cr3=..."); "" if unknown. */
 void arch_vcpu_describe(struct vcpu *vcpu, char *buf, size_t len);
 

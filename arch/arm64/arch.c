@@ -125,6 +125,10 @@ static int gic_finish(struct vm *vm, char *err, size_t errlen)
 	r = set_attr(vm->arch.its_fd, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, NULL);
 	if (r)
 		return set_err(err, errlen, r, "cannot initialise the GICv3 ITS: %s", strerror(-r));
+	/* KVM takes irqfds only from now on. */
+	r = vm_msi_connect_pending(vm);
+	if (r)
+		return set_err(err, errlen, r, "cannot connect the MSI irqfds: %s", strerror(-r));
 	return 0;
 }
 
@@ -370,6 +374,21 @@ int arch_vcpu_init(struct vm *vm, struct vcpu *vcpu, char *err, size_t errlen)
 	if (vcpu->id + 1 == vm->nvcpus)
 		r = gic_finish(vm, err, errlen);
 	return r;
+}
+
+/*
+ * The arm64 guest kernels moat is tested with have no pvpanic driver. With reboot=panic_warm on their
+ * command line, a panic resets through PSCI SYSTEM_RESET2 (a warm reset) while reboot(8) uses
+ * SYSTEM_RESET, so the kind of reset tells a panic from a reboot.
+ */
+enum vm_stop_reason arch_reset_reason(const struct kvm_run *run, const char **what)
+{
+	if (run->system_event.data[0] & KVM_SYSTEM_EVENT_RESET_FLAG_PSCI_RESET2) {
+		*what = "PSCI SYSTEM_RESET2: the warm reset a guest with reboot=panic_warm makes on a panic";
+		return VM_STOP_PANIC;
+	}
+	*what = NULL;
+	return VM_STOP_REBOOT;
 }
 
 void arch_vcpu_describe(struct vcpu *vcpu, char *buf, size_t len)

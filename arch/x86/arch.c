@@ -295,6 +295,14 @@ int arch_vcpu_init(struct vm *vm, struct vcpu *vcpu, char *err, size_t errlen)
 	return 0;
 }
 
+/* A panic reaches moat through pvpanic; a reset is a reboot. */
+enum vm_stop_reason arch_reset_reason(const struct kvm_run *run, const char **what)
+{
+	(void)run;
+	*what = NULL;
+	return VM_STOP_REBOOT;
+}
+
 void arch_vcpu_describe(struct vcpu *vcpu, char *buf, size_t len)
 {
 	struct kvm_regs regs;

@@ -3,7 +3,7 @@
 # directly on this host if its KVM uses hardware virtualization (or MOAT_E2E_HOST=1), otherwise inside
 # the nested test bed's L1 (tools/testbed/run-l1.sh). Exits with run.sh's status.
 #
-#   tests/e2e/run-nested.sh [--arch x86_64] [run.sh options...]
+#   tests/e2e/run-nested.sh [--arch x86_64|arm64] [run.sh options...]
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -18,13 +18,20 @@ while [ $# -gt 0 ]; do
 done
 
 case $ARCH in
-x86_64) hw_flags='vmx|svm' ;;
-*) echo "run-nested: unsupported --arch '$ARCH' (supported: x86_64)" >&2; exit 2 ;;
+x86_64) hw_flags='vmx|svm'; DEFAULT_BUILD=build; MACHINE=x86_64 ;;
+arm64) hw_flags='no-such-flag'; DEFAULT_BUILD=build/arm64; MACHINE=aarch64 ;;
+*) echo "run-nested: unsupported --arch '$ARCH' (supported: x86_64, arm64)" >&2; exit 2 ;;
 esac
 
 if [ "${MOAT_E2E_HOST:-}" = 1 ]; then
 	mode=host
 	why="MOAT_E2E_HOST=1"
+elif [ "$(uname -m)" != "$MACHINE" ]; then
+	mode=nested
+	why="this host is $(uname -m), the guests are $ARCH"
+elif [ "$ARCH" = arm64 ] && [ -e /dev/kvm ]; then
+	mode=host
+	why="this host is arm64 and has /dev/kvm"
 elif grep -qwE "$hw_flags" /proc/cpuinfo && [ -e /dev/kvm ]; then
 	mode=host
 	why="this host's CPU has hardware virtualization ($(grep -owE "$hw_flags" /proc/cpuinfo | head -n 1)) and /dev/kvm exists"
@@ -37,7 +44,7 @@ else
 fi
 
 # The moat binary: $MOAT, else $BUILD/moat (as the Makefile builds it); passed on to L1 as MOAT.
-BUILD_DIR=${BUILD:-build}
+BUILD_DIR=${BUILD:-$DEFAULT_BUILD}
 [[ $BUILD_DIR == /* ]] || BUILD_DIR=$REPO/$BUILD_DIR
 export MOAT=${MOAT:-$BUILD_DIR/moat}
 [ -x "$MOAT" ] || echo "run-nested: warning: $MOAT does not exist (run make); every scenario will fail" >&2
