@@ -139,6 +139,8 @@ int vm_msi_set(struct vm *vm, unsigned int id, uint64_t addr, uint32_t data, boo
 	rt->enabled = enable;
 	rt->addr = addr;
 	rt->data = data;
+	log_debug(&vm->log, "MSI source %u (GSI %u, requester 0x%x): %s addr 0x%llx data 0x%x", id, rt->gsi, rt->devid,
+		  enable ? "routed" : "unrouted", (unsigned long long)addr, data);
 	r = commit(vm);
 	pthread_mutex_unlock(&m->lock);
 	return r;

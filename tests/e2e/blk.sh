@@ -12,11 +12,13 @@ shift 4
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 device_args "$@"
 W=$(mktemp -d "${TMPDIR:-/tmp}/moat-blk.XXXXXX")
-cleanup() { rm -rf --one-file-system "$W"; }
+RM_ONEFS=()
+if rm --help 2>&1 | grep -q -- --one-file-system; then RM_ONEFS=(--one-file-system); fi # not in busybox
+cleanup() { rm -rf ${RM_ONEFS[@]+"${RM_ONEFS[@]}"} "$W"; }
 trap cleanup EXIT
 
 truncate -s 64M "$W/rw.img"
-head -c 1M /dev/urandom >"$W/ro.img"
+head -c 1048576 /dev/urandom >"$W/ro.img"
 ro_sum=$(sha256sum "$W/ro.img" | cut -d' ' -f1)
 
 rc=0
@@ -29,7 +31,13 @@ fail=()
 grep -q BLK_DONE "$W/console" || fail+=("the guest did not finish (no BLK_DONE)")
 guest_sum=$(tr -d '\r' <"$W/console" | sed -n 's/^DATA_SHA256=//p' | head -n 1)
 if [ -n "$guest_sum" ]; then
-	host_sum=$(debugfs -R "cat /data" "$W/rw.img" 2>/dev/null | sha256sum | cut -d' ' -f1)
+	if grep -q DATA_MODE=raw "$W/console"; then
+		host_sum=$(head -c 8388608 "$W/rw.img" | sha256sum | cut -d' ' -f1)
+		grep -q "DATA_READBACK_SHA256=$guest_sum" "$W/console" ||
+			fail+=("the guest read back different data than it wrote")
+	else
+		host_sum=$(debugfs -R "cat /data" "$W/rw.img" 2>/dev/null | sha256sum | cut -d' ' -f1)
+	fi
 	echo "file written by the guest: guest sha256 $guest_sum, read back from the image $host_sum"
 	[ "$guest_sum" = "$host_sum" ] || fail+=("the file in the image does not match what the guest wrote")
 else
