@@ -53,7 +53,8 @@ arm64)
 	# tests/e2e/run.sh).
 	L1_MODULES_REQUIRED=""
 	GUEST_MODULES="virtio-iommu virtio_net virtio_blk virtio-rng"
-	# The device scenarios' tools are not cross-packaged yet: the full image adds only blkio.
+	# The device scenarios' tools come from Debian's :arm64 packages instead (TARGET_TOOL_DEBS); no e2fsprogs
+	# yet (tests/e2e/guest/blk.sh then checks raw data).
 	GUEST_TOOLS=""
 	;;
 *) die "unsupported --arch '$ARCH' (supported: x86_64, arm64)" ;;
@@ -80,6 +81,21 @@ TMP=
 cleanup() { [ -z "$TMP" ] || rm -rf --one-file-system "$TMP"; }
 trap cleanup EXIT
 TMP=$(mktemp -d "$OUT/.tmp.XXXXXX")
+
+# iperf3 with its libraries, for arm64 guests and the arm64 L1 (the host's are x86).
+TARGET_TOOL_DEBS="iperf3:arm64 libiperf0:arm64 libsctp1:arm64 libssl3:arm64 libc6:arm64"
+
+# copy_libs SRC DEST: the glibc, libtinfo, iperf and ssl libraries (and the loader) of an extracted tree.
+copy_libs() {
+	local src=$1 dst=$2 f
+	mkdir -p "$dst/lib/aarch64-linux-gnu" "$dst/usr/lib/aarch64-linux-gnu"
+	cp -a "$src/lib/ld-linux-aarch64.so.1" "$dst/lib/" || die "no arm64 loader in $src"
+	for f in "$src"/lib/aarch64-linux-gnu/{ld-linux-aarch64.so.1,libc.so.6,libm.so.6,libresolv.so.2,libtinfo.so.6*} \
+		"$src"/usr/lib/aarch64-linux-gnu/{libiperf.so.0*,libsctp.so.1*,libssl.so.3,libcrypto.so.3}; do
+		[ -e "$f" ] || continue
+		cp -a "$f" "$dst/${f#"$src"/}"
+	done
+}
 
 # fetch_debs DIR PKG...: extract the newest version of each package (PKG:arch) into DIR, caching the .debs.
 # For target packages that cannot be co-installed with the host's (busybox-static:arm64, bash:arm64).
@@ -304,7 +320,8 @@ if [ -d "$SCEN_DIR" ]; then
 	while IFS= read -r f; do scen_files+=("$f"); done < <(find "$SCEN_DIR" -maxdepth 1 -name '*.sh' -type f | LC_ALL=C sort)
 fi
 scen_sum=$( (for f in ${scen_files[@]+"${scen_files[@]}"}; do echo "== ${f##*/}"; cat "$f"; done) | sha256sum | cut -d' ' -f1)
-guest_hash=$(inputs_hash guest "$GUEST_MODULES" "$scen_sum" "$GUEST_TOOLS" "$(sha256sum "$REPO/bench/blkio.c")")
+guest_hash=$(inputs_hash guest "$GUEST_MODULES" "$scen_sum" "$GUEST_TOOLS" "$(sha256sum "$REPO/bench/blkio.c")" \
+	"$( [ "$ARCH" != arm64 ] || echo "$TARGET_TOOL_DEBS")")
 
 if [ -f "$OUT/initramfs.cpio.gz" ] && [ -f "$OUT/initramfs-full.cpio.gz" ] && [ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" = "$guest_hash" ]; then
 	guest_state="up to date"
@@ -368,6 +385,13 @@ EOF
 	# The full image: a second archive appended (the kernel unpacks concatenated archives in order).
 	T2=$TMP/tools
 	mkdir -p "$T2/usr/local/sbin" "$T2/usr/local/bin"
+	if [ "$ARCH" = arm64 ]; then
+		fetch_debs "$TMP/tooldeb" $TARGET_TOOL_DEBS
+		mkdir -p "$T2/usr/bin"
+		cp -a "$TMP/tooldeb/usr/bin/iperf3" "$T2/usr/local/bin/" || die "iperf3:arm64 has no usr/bin/iperf3"
+		copy_libs "$TMP/tooldeb" "$T2"
+		rm -rf "$TMP/tooldeb"
+	fi
 	for prog in $GUEST_TOOLS; do
 		[ -x "$prog" ] || die "$prog not found; run tools/install-deps.sh"
 		case $prog in */sbin/*) dst=usr/local/sbin ;; *) dst=usr/local/bin ;; esac
@@ -499,15 +523,13 @@ EOF
 	else
 	# arm64 L1: the host's root is x86, so the command runs in this initramfs (arm64 busybox, bash and its
 	# libraries from Debian's :arm64 packages) with the repository bind-mounted from the host's root.
-	fetch_debs "$TMP/l1deb" bash:arm64 libtinfo6:arm64 libc6:arm64
+	fetch_debs "$TMP/l1deb" bash:arm64 libtinfo6:arm64 $TARGET_TOOL_DEBS
 	rm -f "$R/bin/bash"
 	cp -a "$TMP/l1deb/bin/bash" "$R/bin/bash"
-	mkdir -p "$R/lib/aarch64-linux-gnu"
-	cp -a "$TMP/l1deb/lib/ld-linux-aarch64.so.1" "$R/lib/"
-	for l in "$TMP"/l1deb/lib/aarch64-linux-gnu/{ld-linux-aarch64.so.1,libc.so.6,libm.so.6,libresolv.so.2,libtinfo.so.6*}; do
-		[ -e "$l" ] || die "libc6/libtinfo6 have no $(basename "$l")"
-		cp -a "$l" "$R/lib/aarch64-linux-gnu/"
-	done
+	mkdir -p "$R/usr/local/bin"
+	cp -a "$TMP/l1deb/usr/bin/iperf3" "$R/usr/local/bin/"
+	copy_libs "$TMP/l1deb" "$R"
+	[ -e "$R/lib/aarch64-linux-gnu/libtinfo.so.6" ] || die "libtinfo6:arm64 has no libtinfo.so.6"
 	rm -rf "$TMP/l1deb"
 	cat >"$R/init" <<'EOF'
 #!/bin/sh

@@ -19,6 +19,8 @@ HOST_IP=10.0.2.1
 GUEST_IP=10.0.2.15
 SECS=${MOAT_E2E_IPERF_SECS:-3}
 W=$(mktemp -d "${TMPDIR:-/tmp}/moat-net.XXXXXX")
+RM_ONEFS=()
+if rm --help 2>&1 | grep -q -- --one-file-system; then RM_ONEFS=(--one-file-system); fi # not in busybox
 pid=
 srv=
 cleanup() {
@@ -27,7 +29,7 @@ cleanup() {
 		kill -KILL "$p" 2>/dev/null || true
 		wait "$p" 2>/dev/null || true
 	done
-	rm -rf --one-file-system "$W"
+	rm -rf ${RM_ONEFS[@]+"${RM_ONEFS[@]}"} "$W"
 }
 trap cleanup EXIT
 

@@ -48,9 +48,6 @@ arm64)
 	CMDLINE="console=ttyS0 quiet panic=-1 reboot=panic_warm"
 	SLEEP_TIMEOUT=60
 	DEFAULT_BUILD=build/arm64
-	for n in net iommu-net iommu-net-strict; do
-		NOT_HERE[$n]="the arm64 test bed and guest image have no iperf3 yet"
-	done
 	NOT_HERE[sandbox-proc]="tests/e2e/sandbox-proc.sh is not ported to the arm64 test bed's busybox userland yet"
 	;;
 *) echo "run.sh: unsupported --arch '$ARCH' (supported: x86_64, arm64)" >&2; exit 2 ;;
