@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Boot-time benchmark: moat vs QEMU (-M microvm and -M q35), same kernel, initramfs and command line.
+# Boot-time benchmark: moat vs QEMU (-M microvm and -M q35; arm64: -M virt), same kernel, initramfs and
+# command line (but the console's name).
 #
-#   bench/boot.sh [--arch x86_64] [--runs N]
+#   bench/boot.sh [--arch x86_64|arm64] [--runs N]
 #
 # Measures the time from starting the VMM process to the guest's MOAT_INIT_OK console line (median,
 # min, max of N interleaved runs each, default 5), moat's own start-up (its debug log's "first KVM_RUN"
@@ -15,7 +16,7 @@ ARCH=x86_64
 RUNS=5
 INNER=0
 
-usage() { echo "usage: $0 [--arch x86_64] [--runs N]" >&2; exit 2; }
+usage() { echo "usage: $0 [--arch x86_64|arm64] [--runs N]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
 	--arch) [ $# -ge 2 ] || usage; ARCH=$2; shift 2 ;;
@@ -29,13 +30,18 @@ while [ $# -gt 0 ]; do
 done
 [[ $RUNS =~ ^[0-9]+$ ]] && [ "$RUNS" -ge 1 ] || { echo "boot.sh: --runs needs a positive number" >&2; exit 2; }
 case $ARCH in
-x86_64) hw_flags='vmx|svm' ;;
-*) echo "boot.sh: unsupported --arch '$ARCH' (supported: x86_64)" >&2; exit 2 ;;
+x86_64) hw_flags='vmx|svm'; DEFAULT_BUILD=build; TARGET_CC=gcc; LT_FLAGS=(); LINETIME_NAME=linetime ;;
+# arm64: the cross-built moat, a static linetime, and QEMU from Debian's :arm64 packages (QROOT) for the
+# arm64 test bed's L1, which cannot run the host's x86 QEMU.
+arm64) hw_flags='no-such-flag'; DEFAULT_BUILD=build/arm64; TARGET_CC=aarch64-linux-gnu-gcc; LT_FLAGS=(-static)
+	LINETIME_NAME=linetime-arm64 ;;
+*) echo "boot.sh: unsupported --arch '$ARCH' (supported: x86_64, arm64)" >&2; exit 2 ;;
 esac
 
 IMG=$REPO/build/guest/$ARCH
-LINETIME=$REPO/build/bench/linetime
-BUILD_DIR=${BUILD:-build}
+LINETIME=$REPO/build/bench/$LINETIME_NAME
+QROOT=$IMG/qemu-root
+BUILD_DIR=${BUILD:-$DEFAULT_BUILD}
 [[ $BUILD_DIR == /* ]] || BUILD_DIR=$REPO/$BUILD_DIR
 export MOAT=${MOAT:-$BUILD_DIR/moat}
 MOAT_BIN=$MOAT
@@ -45,7 +51,26 @@ if [ $INNER = 0 ]; then
 	"$REPO/tools/guest-images.sh" --arch "$ARCH" || { echo "boot.sh: tools/guest-images.sh failed" >&2; exit 1; }
 	mkdir -p "$REPO/build/bench"
 	if [ ! -x "$LINETIME" ] || [ "$REPO/bench/linetime.c" -nt "$LINETIME" ]; then
-		gcc -O2 -Wall -Wextra -o "$LINETIME" "$REPO/bench/linetime.c" || { echo "boot.sh: cannot build linetime" >&2; exit 1; }
+		"$TARGET_CC" -O2 ${LT_FLAGS[@]+"${LT_FLAGS[@]}"} -Wall -Wextra -o "$LINETIME" "$REPO/bench/linetime.c" ||
+			{ echo "boot.sh: cannot build linetime" >&2; exit 1; }
+	fi
+	if [ "$ARCH" = arm64 ] && [ "$(uname -m)" != aarch64 ] && [ ! -x "$QROOT/usr/bin/qemu-system-aarch64" ]; then
+		# qemu-system-arm:arm64 and the arm64 libraries it needs, unpacked (they cannot be installed here).
+		echo "boot.sh: fetching qemu-system-arm:arm64 and its libraries into $QROOT"
+		qdir=$IMG/cache/qemu
+		mkdir -p "$qdir"
+		pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces \
+			--no-enhances qemu-system-arm:arm64 | grep -E '^(lib[^ ]*|zlib1g):arm64$' | sort -u)
+		(cd "$qdir" && apt-get download -q -o APT::Sandbox::User=root qemu-system-arm:arm64 $pkgs >/dev/null) ||
+			{ echo "boot.sh: apt-get download of qemu-system-arm:arm64 failed" >&2; exit 1; }
+		rm -rf "$QROOT.tmp"
+		for d in "$qdir"/*.deb; do dpkg-deb -x "$d" "$QROOT.tmp" || exit 1; done
+		rm -rf "$QROOT"
+		mv "$QROOT.tmp" "$QROOT"
+	fi
+	if [ "$ARCH" = arm64 ] && [ "$(uname -m)" = aarch64 ] && [ -e /dev/kvm ]; then
+		echo "boot.sh: running on this host (arm64 KVM)"
+		exec "$0" --inner --arch "$ARCH" --runs "$RUNS"
 	fi
 	if grep -qwE "$hw_flags" /proc/cpuinfo && [ -e /dev/kvm ]; then
 		echo "boot.sh: running on this host (hardware KVM)"
@@ -57,6 +82,7 @@ fi
 
 # ------------------------------------------------------------------ inner part: where the VMMs run
 KERNEL=$IMG/vmlinuz
+[ "$ARCH" != arm64 ] || KERNEL=$IMG/Image
 INITRD=$IMG/initramfs.cpio.gz
 CMDLINE="console=ttyS0 quiet panic=-1"
 RUN_TIMEOUT=180
@@ -66,7 +92,9 @@ done
 [ -e /dev/kvm ] || { echo "boot.sh: /dev/kvm missing" >&2; exit 1; }
 
 W=
-cleanup() { [ -z "$W" ] || rm -rf --one-file-system "$W"; }
+RM_ONEFS=()
+if rm --help 2>&1 | grep -q -- --one-file-system; then RM_ONEFS=(--one-file-system); fi # not in busybox
+cleanup() { [ -z "$W" ] || rm -rf ${RM_ONEFS[@]+"${RM_ONEFS[@]}"} "$W"; }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -74,15 +102,29 @@ W=$(mktemp -d "${TMPDIR:-/tmp}/moat-bench.XXXXXX")
 
 QEMU_COMMON=(qemu-system-x86_64 -enable-kvm -cpu host -m 512 -smp 1 -nodefaults -no-user-config -nographic
 	-serial stdio -no-reboot -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE")
+VMMS=(moat qemu-microvm qemu-q35)
+REF=qemu-microvm
+if [ "$ARCH" = arm64 ]; then
+	QEMU_BIN=(qemu-system-aarch64)
+	if [ -x "$QROOT/usr/bin/qemu-system-aarch64" ]; then
+		QEMU_BIN=(env "LD_LIBRARY_PATH=$QROOT/lib/aarch64-linux-gnu:$QROOT/usr/lib/aarch64-linux-gnu"
+			"$QROOT/usr/bin/qemu-system-aarch64")
+	fi
+	# virt's console is a PL011 (ttyAMA0); moat's a 16550 (ttyS0).
+	QEMU_COMMON=("${QEMU_BIN[@]}" -enable-kvm -cpu host -m 512 -smp 1 -nodefaults -no-user-config -nographic
+		-serial stdio -no-reboot -kernel "$KERNEL" -initrd "$INITRD" -append "${CMDLINE/ttyS0/ttyAMA0}")
+	VMMS=(moat qemu-virt)
+	REF=qemu-virt
+fi
 vmm_cmd() {
 	case $1 in
 	moat) CMD=("$MOAT_BIN" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$CMDLINE" --cpus 1 --memory 512M "${@:2}") ;;
 	qemu-microvm) CMD=("${QEMU_COMMON[@]}" -M "microvm,rtc=on") ;;
 	qemu-q35) CMD=("${QEMU_COMMON[@]}" -M q35) ;;
+	qemu-virt) CMD=("${QEMU_COMMON[@]}" -M virt,gic-version=3) ;;
 	esac
 }
 
-VMMS=(moat qemu-microvm qemu-q35)
 declare -A TIMES=() FAILS=() ERR=() RSS=() SHM=()
 for v in "${VMMS[@]}"; do TIMES[$v]=""; FAILS[$v]=0; RSS[$v]=""; SHM[$v]=""; done
 if [ ! -x "$MOAT_BIN" ]; then
@@ -132,9 +174,9 @@ stats() {
 		printf "%.3f %.3f %.3f %d\n", m, a[1], a[NR], NR }'
 }
 
-ref=$(stats "${TIMES[qemu-microvm]}" | cut -d' ' -f1)
+ref=$(stats "${TIMES[$REF]}" | cut -d' ' -f1)
 echo
-printf '%-14s %5s %9s %8s %8s %12s\n' VMM runs "median s" "min s" "max s" "vs microvm"
+printf '%-14s %5s %9s %8s %8s %12s\n' VMM runs "median s" "min s" "max s" "vs ${REF#qemu-}"
 for v in "${VMMS[@]}"; do
 	read -r med min max cnt <<<"$(stats "${TIMES[$v]}")"
 	if [ "$cnt" = 0 ]; then

@@ -9,10 +9,12 @@ set -euo pipefail
 
 MOAT_BIN=$1 KERNEL=$2 INITRD=$3 CMDLINE=$4
 W=$(mktemp -d "${TMPDIR:-/tmp}/moat-sbx.XXXXXX")
+RM_ONEFS=()
+if rm --help 2>&1 | grep -q -- --one-file-system; then RM_ONEFS=(--one-file-system); fi # not in busybox
 pid=
 cleanup() {
 	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-	rm -rf --one-file-system "$W"
+	rm -rf ${RM_ONEFS[@]+"${RM_ONEFS[@]}"} "$W"
 }
 trap cleanup EXIT
 
