@@ -119,42 +119,106 @@ static void on_unmapped(void *ctx, uint64_t iova, uint64_t len)
 	vhost_iotlb_invalidate(ctx, iova, len);
 }
 
-/* A guest MAP, under the domain's write lock: push it so that vhost does not miss on it. */
+struct fill_arg {
+	struct vhost_iotlb *t;
+	uint64_t end;  /* where the pushed run ends */
+	bool prefetch; /* counted as a prefetch, not a miss's update */
+};
+
+static int emit_fill(void *arg, const struct viommu_run *run)
+{
+	struct fill_arg *f = arg;
+	int r = send_msg(f->t, VHOST_IOTLB_UPDATE, run->iova, run->len, (uint64_t)(uintptr_t)run->host, run->perm);
+
+	if (r)
+		return r;
+	add(f->prefetch ? &f->t->c.prefetches : &f->t->c.updates, 1);
+	f->end = run->iova + run->len;
+	return 0;
+}
+
+/*
+ * A guest MAP, under the domain's write lock on the IOMMU's (vCPU) thread: queue it for the IOTLB thread,
+ * which pushes it into vhost. The vCPU never waits on vhost's locks for a prefetch, and the thread resolves
+ * the range again under the IOMMU's locks, so a range unmapped in between is simply not pushed.
+ */
 static void on_mapped(void *ctx, uint64_t iova, uint64_t gpa, uint64_t len, unsigned int perm)
 {
 	struct vhost_iotlb *t = ctx;
+	bool wake = false;
 
 	perm &= IOMMU_READ | IOMMU_WRITE;
-	if (!t->prefetch || !perm || (perm & IOMMU_MMIO) || !__atomic_load_n(&t->active, __ATOMIC_ACQUIRE))
+	if (!t->prefetch || !perm || !__atomic_load_n(&t->active, __ATOMIC_ACQUIRE))
 		return;
-	while (len) {
-		void *host;
-		uint64_t run;
+	pthread_mutex_lock(&t->pf_lock);
+	if (t->pf_count == VHOST_IOTLB_PREFETCH_QUEUE) {
+		t->c.prefetch_dropped++; /* vhost will miss on it instead */
+	} else {
+		t->pf[(t->pf_head + t->pf_count) % VHOST_IOTLB_PREFETCH_QUEUE] =
+			(struct vhost_iotlb_hint){ .iova = iova, .len = len, .perm = perm };
+		wake = t->pf_count++ == 0;
+	}
+	pthread_mutex_unlock(&t->pf_lock);
+	if (wake) {
+		uint64_t one = 1;
 
-		/* GUEST: [gpa, gpa+len) is the guest's MAP; gm_as clips it to RAM (a MAP outside RAM is skipped). */
-		if (t->gm_as->ops->translate(t->gm_as, gpa, len, perm, &host, &run) || !run || run > len)
+		/* EAGAIN only when the counter is saturated, and then a wake-up is pending anyway. */
+		if (write(t->pf_fd, &one, sizeof(one)) < 0)
 			return;
-		if (send_msg(t, VHOST_IOTLB_UPDATE, iova, run, (uint64_t)(uintptr_t)host, perm))
-			return;
-		add(&t->c.prefetches, 1);
-		iova += run;
-		gpa += run;
-		len -= run;
 	}
 }
 
-int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resolve, void *resolve_ctx,
-		     const struct dma_as *gm_as, bool prefetch)
+/* Push what on_mapped queued, each range resolved again under the IOMMU's locks. Returns how many. */
+static unsigned int serve_prefetch(struct vhost_iotlb *t)
+{
+	struct vhost_iotlb_hint h[64];
+	unsigned int n, done = 0;
+	uint64_t cnt;
+
+	if (read(t->pf_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+		add(&t->c.errors, 1);
+	do {
+		pthread_mutex_lock(&t->pf_lock);
+		n = t->pf_count < 64 ? t->pf_count : 64;
+		for (unsigned int i = 0; i < n; i++)
+			h[i] = t->pf[(t->pf_head + i) % VHOST_IOTLB_PREFETCH_QUEUE];
+		t->pf_head = (t->pf_head + n) % VHOST_IOTLB_PREFETCH_QUEUE;
+		t->pf_count -= n;
+		pthread_mutex_unlock(&t->pf_lock);
+		for (unsigned int i = 0; i < n; i++) {
+			uint64_t iova = h[i].iova, end = h[i].iova + h[i].len;
+
+			while (iova < end) {
+				struct fill_arg f = { .t = t, .end = 0, .prefetch = true };
+
+				/* Gone already (unmapped, not RAM): nothing to push, and no fault: nobody accessed it. */
+				if (t->resolve(t->resolve_ctx, iova, h[i].perm, end - (iova & ~(IOMMU_PAGE_SIZE - 1)), false,
+					       emit_fill, &f) ||
+				    f.end <= iova)
+					break;
+				iova = f.end;
+			}
+		}
+		done += n;
+	} while (n);
+	return done;
+}
+
+int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resolve, void *resolve_ctx, bool prefetch)
 {
 	memset(t, 0, sizeof(*t));
 	t->fd = fd;
 	t->resolve = resolve;
 	t->resolve_ctx = resolve_ctx;
-	t->gm_as = gm_as;
 	t->prefetch = prefetch;
 	t->notifier = (struct iommu_notifier){ .unmapped = on_unmapped, .mapped = on_mapped, .ctx = t };
+	t->pf_fd = -1;
+	pthread_mutex_init(&t->pf_lock, NULL);
 	t->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	return t->stop_fd < 0 ? -errno : 0;
+	if (t->stop_fd < 0)
+		return -errno;
+	t->pf_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	return t->pf_fd < 0 ? -errno : 0;
 }
 
 void vhost_iotlb_fini(struct vhost_iotlb *t)
@@ -162,7 +226,10 @@ void vhost_iotlb_fini(struct vhost_iotlb *t)
 	vhost_iotlb_stop(t);
 	if (t->stop_fd >= 0)
 		close(t->stop_fd);
-	t->stop_fd = -1;
+	if (t->pf_fd >= 0)
+		close(t->pf_fd);
+	t->stop_fd = t->pf_fd = -1;
+	pthread_mutex_destroy(&t->pf_lock);
 }
 
 const struct iommu_notifier *vhost_iotlb_notifier(struct vhost_iotlb *t)
@@ -175,21 +242,6 @@ void vhost_iotlb_set_active(struct vhost_iotlb *t, bool active)
 	__atomic_store_n(&t->active, active, __ATOMIC_RELEASE);
 }
 
-struct fill_arg {
-	struct vhost_iotlb *t;
-	uint64_t end; /* where the pushed run ends */
-};
-
-static int emit_fill(void *arg, const struct viommu_run *run)
-{
-	struct fill_arg *f = arg;
-	int r = emit_update(f->t, run);
-
-	if (!r)
-		f->end = run->iova + run->len;
-	return r;
-}
-
 int vhost_iotlb_fill(struct vhost_iotlb *t, uint64_t iova, uint64_t len, unsigned int perm)
 {
 	uint64_t end;
@@ -199,7 +251,7 @@ int vhost_iotlb_fill(struct vhost_iotlb *t, uint64_t iova, uint64_t len, unsigne
 	while (iova < end) {
 		struct fill_arg f = { .t = t, .end = 0 };
 		/* Whole runs, not just the ring's bytes: the buffers the guest puts next to it hit too. */
-		int r = t->resolve(t->resolve_ctx, iova, perm, IOTLB_MAX_RUN, emit_fill, &f);
+		int r = t->resolve(t->resolve_ctx, iova, perm, IOTLB_MAX_RUN, true, emit_fill, &f);
 
 		if (r)
 			return r;
@@ -219,7 +271,7 @@ static void serve_miss(struct vhost_iotlb *t, const struct vhost_iotlb_msg *m)
 
 	add(&t->c.misses, 1);
 	/* GUEST: the IOVA comes from the guest's rings through vhost; resolve bounds it with the page table. */
-	r = perm ? t->resolve(t->resolve_ctx, m->iova, perm, IOTLB_MAX_RUN, emit_update, t) : -EINVAL;
+	r = perm ? t->resolve(t->resolve_ctx, m->iova, perm, IOTLB_MAX_RUN, true, emit_update, t) : -EINVAL;
 	if (r) {
 		add(&t->c.faults, 1);
 		if (t->vm && !t->warned) {
@@ -240,7 +292,7 @@ static void serve_miss(struct vhost_iotlb *t, const struct vhost_iotlb_msg *m)
 
 int vhost_iotlb_serve(struct vhost_iotlb *t)
 {
-	int n = 0;
+	int n = (int)serve_prefetch(t);
 
 	for (;;) {
 		struct vhost_msg_v2 m;
@@ -265,7 +317,9 @@ int vhost_iotlb_serve(struct vhost_iotlb *t)
 static void *iotlb_thread(void *arg)
 {
 	struct vhost_iotlb *t = arg;
-	struct pollfd pfd[2] = { { .fd = t->fd, .events = POLLIN }, { .fd = t->stop_fd, .events = POLLIN } };
+	struct pollfd pfd[3] = { { .fd = t->fd, .events = POLLIN },
+				 { .fd = t->stop_fd, .events = POLLIN },
+				 { .fd = t->pf_fd, .events = POLLIN } };
 	int r = sandbox_apply(THREAD_VHOST, t->vm->cfg.seccomp, NULL);
 
 	if (r) {
@@ -276,7 +330,7 @@ static void *iotlb_thread(void *arg)
 		return NULL;
 	}
 	for (;;) {
-		r = poll(pfd, 2, -1);
+		r = poll(pfd, 3, -1);
 		if (r < 0 && errno != EINTR) {
 			vm_request_stop(t->vm, VM_STOP_ERROR, "%s: poll failed: %s", t->name, strerror(errno));
 			break;
@@ -287,7 +341,7 @@ static void *iotlb_thread(void *arg)
 			vm_request_stop(t->vm, VM_STOP_ERROR, "%s: the vhost fd failed", t->name);
 			break;
 		}
-		if (pfd[0].revents & POLLIN) {
+		if (pfd[0].revents & POLLIN || pfd[2].revents & POLLIN) {
 			r = vhost_iotlb_serve(t);
 			if (r < 0) {
 				vm_request_stop(t->vm, VM_STOP_ERROR, "%s: reading IOTLB misses failed: %s", t->name,
@@ -343,10 +397,12 @@ void vhost_iotlb_stats(const struct vhost_iotlb *t, char *buf, size_t len)
 	vhost_iotlb_counters(t, &c);
 	served = c.misses ? c.misses : 1;
 	snprintf(buf, len,
-		 "iotlb: %llu misses, %llu updates, %llu prefetched, %llu invalidations, %llu faults, %llu errors; "
+		 "iotlb: %llu misses, %llu updates, %llu prefetched, %llu invalidations, %llu faults, %llu errors, "
+		 "%llu prefetches dropped; "
 		 "miss service p50 <= %.1f us, p99 <= %.1f us, mean %.1f us, max %.1f us",
 		 (unsigned long long)c.misses, (unsigned long long)c.updates, (unsigned long long)c.prefetches,
 		 (unsigned long long)c.invalidations, (unsigned long long)c.faults, (unsigned long long)c.errors,
+		 (unsigned long long)c.prefetch_dropped,
 		 vhost_iotlb_quantile_us(&c, 0.5), vhost_iotlb_quantile_us(&c, 0.99),
 		 (double)c.service_ns / 1000.0 / (double)served, (double)c.service_max_ns / 1000.0);
 }

@@ -7,7 +7,8 @@
  * the IOVA through the device's IOMMU endpoint and writes back a VHOST_IOTLB_UPDATE covering the largest
  * run from the missed page that has one permission and is contiguous in the host. Guest UNMAPs (and
  * endpoint changes) become VHOST_IOTLB_INVALIDATE messages written from the IOMMU's notifier, before the
- * UNMAP request completes; with prefetch on, a guest MAP is pushed as an UPDATE at once.
+ * UNMAP request completes; with prefetch on, a guest MAP is queued for the thread, which pushes it as an
+ * UPDATE right away (resolving it again, so a range unmapped meanwhile is not pushed).
  *
  * Ordering, the security point: an UPDATE is written while the IOMMU's locks are held
  * (virtio_iommu_endpoint_resolve), and an UNMAP's INVALIDATE is written under the domain's write lock,
@@ -33,14 +34,27 @@ struct vm;
 /* Miss-service latency histogram: two buckets per octave of microseconds, up to 2^20 us. */
 #define VHOST_IOTLB_HIST 42
 
-/* Resolve iova for perm and call emit with the run while translations cannot change (the endpoint's). */
-typedef int (*vhost_iotlb_resolve_fn)(void *ctx, uint64_t iova, unsigned int perm, uint64_t max_len,
+/*
+ * Resolve iova for perm and call emit with the run while translations cannot change (the endpoint's,
+ * virtio_iommu_endpoint_resolve). report: a refusal is a device fault to report (a miss), not a prefetch
+ * of something already gone.
+ */
+typedef int (*vhost_iotlb_resolve_fn)(void *ctx, uint64_t iova, unsigned int perm, uint64_t max_len, bool report,
 				      int (*emit)(void *arg, const struct viommu_run *run), void *arg);
+
+/* Guest MAPs waiting for the IOTLB thread to push them (prefetch); beyond this they are dropped. */
+#define VHOST_IOTLB_PREFETCH_QUEUE 1024u
+
+struct vhost_iotlb_hint {
+	uint64_t iova, len;
+	unsigned int perm;
+};
 
 struct vhost_iotlb_counters {
 	uint64_t misses;        /* VHOST_IOTLB_MISS messages read */
 	uint64_t updates;       /* UPDATE messages written for misses and ring set-up */
 	uint64_t prefetches;    /* UPDATE messages written for guest MAPs (prefetch on) */
+	uint64_t prefetch_dropped; /* MAPs not pushed: the prefetch queue was full */
 	uint64_t invalidations; /* INVALIDATE messages written */
 	uint64_t faults;        /* misses the IOMMU refused (reported to the guest as fault events) */
 	uint64_t errors;        /* bad messages from the back end, failed writes */
@@ -53,10 +67,14 @@ struct vhost_iotlb {
 	int fd;
 	vhost_iotlb_resolve_fn resolve;
 	void *resolve_ctx;
-	const struct dma_as *gm_as; /* identity over guest memory: a MAP's GPA -> host, for prefetch */
 	bool prefetch;
 	bool active; /* the back end has an IOTLB (features negotiated): invalidations matter; atomic */
 	struct iommu_notifier notifier;
+	/* prefetch: MAPs queued by the IOMMU's thread for this one, and its wake-up */
+	pthread_mutex_t pf_lock;
+	struct vhost_iotlb_hint pf[VHOST_IOTLB_PREFETCH_QUEUE];
+	unsigned int pf_head, pf_count;
+	int pf_fd;
 	struct vhost_iotlb_counters c; /* atomics; hist and service_* written by the serving thread only */
 	/* the thread */
 	struct vm *vm;
@@ -68,8 +86,8 @@ struct vhost_iotlb {
 };
 
 /* fd is not owned. -errno (eventfd). */
-int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resolve, void *resolve_ctx,
-		     const struct dma_as *gm_as, bool prefetch) __attribute__((warn_unused_result));
+int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resolve, void *resolve_ctx, bool prefetch)
+	__attribute__((warn_unused_result));
 /* Stops the thread if it runs; closes only what init opened. */
 void vhost_iotlb_fini(struct vhost_iotlb *t);
 
@@ -88,8 +106,9 @@ void vhost_iotlb_invalidate(struct vhost_iotlb *t, uint64_t iova, uint64_t len);
 int vhost_iotlb_fill(struct vhost_iotlb *t, uint64_t iova, uint64_t len, unsigned int perm)
 	__attribute__((warn_unused_result));
 /*
- * Read every message waiting on the fd (non-blocking) and answer each miss. Returns how many messages
- * were read, or -errno if reading failed for another reason than EAGAIN.
+ * Push the queued prefetches, then read every message waiting on the fd (non-blocking) and answer each
+ * miss. Returns how many prefetches and messages were handled, or -errno if reading failed for another
+ * reason than EAGAIN.
  */
 int vhost_iotlb_serve(struct vhost_iotlb *t);
 

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -35,8 +37,9 @@ struct vhost_net {
 	int (*set_offload)(void *ctx, unsigned int tun_flags);
 	void *offload_ctx;
 	bool running; /* rings handed to vhost, the TAP set as back end */
+	int err_fd[VN_QUEUES]; /* vhost signals a ring it could not process (VHOST_SET_VRING_ERR) */
 	struct vhost_iotlb iotlb;
-	uint64_t activations; /* under dev->lock; read racily by stats */
+	uint64_t activations, ring_errors; /* under dev->lock; read racily by stats */
 	struct vm *vm;
 	char name[16];
 };
@@ -210,6 +213,39 @@ static int vn_config_write(struct virtio_dev *dev, uint32_t off, const void *buf
 	return off > VIRTIO_NET_CFG_SIZE || len > VIRTIO_NET_CFG_SIZE - off ? -EINVAL : 0;
 }
 
+/*
+ * vhost gave up on a ring (a malformed descriptor chain, a buffer outside guest memory): the queue has
+ * stopped, so the driver must learn that the device needs a reset. On the worker, under dev->lock.
+ */
+static void vn_ring_error(struct virtio_dev *dev, uint32_t events)
+{
+	struct vhost_net *n = to_vn(dev);
+
+	for (unsigned int q = 0; q < VN_QUEUES; q++) {
+		uint64_t cnt;
+
+		if (read(n->err_fd[q], &cnt, sizeof(cnt)) != sizeof(cnt))
+			continue;
+		n->ring_errors++;
+		if (!virtio_dev_live(dev))
+			continue;
+		vn_warn(n, "%s: the kernel could not process queue %u (a malformed ring or a buffer outside guest "
+			   "memory); the device needs a reset",
+			n->name, q);
+		virtio_set_needs_reset(dev);
+	}
+}
+
+static unsigned int vn_backend_fds(struct virtio_dev *dev, struct virtio_backend_fd *out, unsigned int max)
+{
+	struct vhost_net *n = to_vn(dev);
+	unsigned int k = 0;
+
+	for (unsigned int q = 0; q < VN_QUEUES && k < max; q++)
+		out[k++] = (struct virtio_backend_fd){ .fd = n->err_fd[q], .events = EPOLLIN, .fn = vn_ring_error };
+	return k;
+}
+
 static const struct virtio_dev_ops vn_ops = {
 	.name = "vhost-net",
 	.activate = vn_activate,
@@ -217,13 +253,14 @@ static const struct virtio_dev_ops vn_ops = {
 	.queue_notify = vn_queue_notify,
 	.config_read = vn_config_read,
 	.config_write = vn_config_write,
+	.backend_fds = vn_backend_fds,
 	.kicks_elsewhere = true,
 };
 
-static int resolve_ep(void *ctx, uint64_t iova, unsigned int perm, uint64_t max_len,
+static int resolve_ep(void *ctx, uint64_t iova, unsigned int perm, uint64_t max_len, bool report,
 		      int (*emit)(void *arg, const struct viommu_run *run), void *arg)
 {
-	return virtio_iommu_endpoint_resolve(ctx, iova, perm, max_len, emit, arg);
+	return virtio_iommu_endpoint_resolve(ctx, iova, perm, max_len, report, emit, arg);
 }
 
 static int open_vhost(struct vhost_net *n, char *err, size_t errlen)
@@ -280,6 +317,7 @@ int vhost_net_new(const struct vhost_net_params *p, struct vhost_net **out, char
 		return set_err(err, errlen, -ENOMEM, "vhost-net: out of memory");
 	n->vfd = -1;
 	n->iotlb.stop_fd = -1;
+	n->err_fd[0] = n->err_fd[1] = -1;
 	n->tap_fd = p->tap_fd;
 	n->gm = p->gm;
 	n->ep = p->ep;
@@ -306,8 +344,16 @@ int vhost_net_new(const struct vhost_net_params *p, struct vhost_net **out, char
 	}
 	if (!r)
 		r = set_mem_table(n, err, errlen);
+	for (unsigned int q = 0; q < VN_QUEUES && !r; q++) {
+		struct vhost_vring_file f = { .index = q };
+
+		n->err_fd[q] = f.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (f.fd < 0 || ioctl(n->vfd, VHOST_SET_VRING_ERR, &f) < 0)
+			r = set_err(err, errlen, -errno, "vhost-net: cannot set up queue %u's error eventfd: %s", q,
+				    strerror(errno));
+	}
 	if (!r) {
-		r = vhost_iotlb_init(&n->iotlb, n->vfd, resolve_ep, p->ep, p->gm_as, p->prefetch);
+		r = vhost_iotlb_init(&n->iotlb, n->vfd, resolve_ep, p->ep, p->prefetch);
 		if (r)
 			set_err(err, errlen, r, "vhost-net: cannot set up the IOTLB: %s", strerror(-r));
 	}
@@ -353,13 +399,16 @@ void vhost_net_free(struct vhost_net *n)
 		virtio_dev_fini(&n->dev);
 	if (n->vfd >= 0)
 		close(n->vfd);
+	for (unsigned int q = 0; q < VN_QUEUES; q++)
+		if (n->err_fd[q] >= 0)
+			close(n->err_fd[q]);
 	free(n);
 }
 
 void vhost_net_stats(const struct vhost_net *n, char *buf, size_t len)
 {
-	int k = snprintf(buf, len, "vhost %s, %llu activations", n->running ? "running" : "stopped",
-			 (unsigned long long)n->activations);
+	int k = snprintf(buf, len, "vhost %s, %llu activations, %llu ring errors", n->running ? "running" : "stopped",
+			 (unsigned long long)n->activations, (unsigned long long)n->ring_errors);
 
 	if (n->ep && k >= 0 && (size_t)k + 2 < len) {
 		buf[k] = ',';

@@ -31,7 +31,6 @@ struct vhost_net_params {
 	int tap_fd;                         /* not owned */
 	struct guest_memory *gm;            /* the memory table vhost gets */
 	const struct dma_as *as;            /* the device's DMA path: the endpoint's, or identity */
-	const struct dma_as *gm_as;         /* identity over gm */
 	struct viommu_endpoint *ep;         /* NULL: not behind the IOMMU */
 	bool prefetch;                      /* push guest MAPs into vhost's IOTLB at once */
 	int (*set_offload)(void *ctx, unsigned int tun_flags);

@@ -209,7 +209,6 @@ static int add_vhost_net(struct vm *vm, struct virtio_iommu *iommu, const struct
 			.tap_fd = tap_fd(h->tap),
 			.gm = &vm->mem,
 			.as = as,
-			.gm_as = &vm->dma,
 			.ep = ep,
 			/* Measured (bench/net.sh): see README's vhost section for why this is the default. */
 			.prefetch = cfg->prefetch != NET_PREFETCH_OFF,

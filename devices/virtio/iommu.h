@@ -98,12 +98,12 @@ struct viommu_run {
  * adjacent mappings that are contiguous in guest memory, clipped to one RAM region -- and pass it to fn
  * WHILE the IOMMU's locks are held: no UNMAP or ATTACH can complete between the lookup and what fn does
  * (push it into the cache), so the UNMAP's notifier always comes after and invalidates it. fn must not
- * call into the IOMMU. A refused access (unmapped, permission denied, endpoint blocked) is recorded as a
- * fault event for the guest, like any DMA fault, and returns -EFAULT; otherwise fn's result.
+ * call into the IOMMU. A refused access (unmapped, permission denied, endpoint blocked) returns -EFAULT and,
+ * with report, is recorded as a fault event for the guest like any DMA fault; otherwise fn's result.
  * -EINVAL: bad perm or max_len 0.
  */
 int virtio_iommu_endpoint_resolve(struct viommu_endpoint *ep, uint64_t iova, unsigned int perm, uint64_t max_len,
-				  int (*fn)(void *arg, const struct viommu_run *run), void *arg)
+				  bool report, int (*fn)(void *arg, const struct viommu_run *run), void *arg)
 	__attribute__((warn_unused_result));
 
 #endif

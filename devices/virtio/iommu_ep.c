@@ -249,7 +249,7 @@ static int ep_resolve_run(void *p, uint64_t iova, uint64_t gpa, uint64_t len, un
 }
 
 int virtio_iommu_endpoint_resolve(struct viommu_endpoint *ep, uint64_t iova, unsigned int perm, uint64_t max_len,
-				  int (*fn)(void *arg, const struct viommu_run *run), void *arg)
+				  bool report, int (*fn)(void *arg, const struct viommu_run *run), void *arg)
 {
 	struct virtio_iommu *v = ep->v;
 	struct ep_resolve r = { .v = v, .perm = perm, .fn = fn, .arg = arg };
@@ -284,7 +284,7 @@ int virtio_iommu_endpoint_resolve(struct viommu_endpoint *ep, uint64_t iova, uns
 		}
 	}
 	pthread_rwlock_unlock(&v->state);
-	if (f.reason) {
+	if (f.reason && report) {
 		f.flags = perm | VIRTIO_IOMMU_FAULT_F_ADDRESS;
 		f.address = iova;
 		fault_record(v, &f);

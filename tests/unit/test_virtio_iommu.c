@@ -1179,22 +1179,20 @@ Test(virtio_iommu, translations_race_domain_changes)
 struct vt {
 	struct tio t;
 	struct vhost_iotlb io;
-	struct dma_as gm_as;
 	int fd[2]; /* [0] moat's end, [1] the fake vhost */
 };
 
-static int vt_resolve(void *ctx, uint64_t iova, unsigned int perm, uint64_t max_len,
+static int vt_resolve(void *ctx, uint64_t iova, unsigned int perm, uint64_t max_len, bool report,
 		      int (*emit)(void *arg, const struct viommu_run *run), void *arg)
 {
-	return virtio_iommu_endpoint_resolve(ctx, iova, perm, max_len, emit, arg);
+	return virtio_iommu_endpoint_resolve(ctx, iova, perm, max_len, report, emit, arg);
 }
 
 static void vt_up(struct vt *v, const struct viommu_config *cfg, bool prefetch)
 {
 	tio_up(&v->t, cfg, 0);
 	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, v->fd), 0);
-	dma_as_init_identity(&v->gm_as, &v->t.rq.gm);
-	cr_assert_eq(vhost_iotlb_init(&v->io, v->fd[0], vt_resolve, v->t.ep[0], &v->gm_as, prefetch), 0);
+	cr_assert_eq(vhost_iotlb_init(&v->io, v->fd[0], vt_resolve, v->t.ep[0], prefetch), 0);
 	cr_assert_eq(virtio_iommu_endpoint_notifier(v->t.ep[0], vhost_iotlb_notifier(&v->io)), 0);
 	vhost_iotlb_set_active(&v->io, true);
 }
@@ -1441,17 +1439,46 @@ Test(vhost_iotlb, prefetch_pushes_maps)
 	cr_assert_eq(attach(&v.t, 1, EP_A, 0), S(OK));
 	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
 	cr_assert_eq(map(&v.t, 1, IOVA, IOVA + 2 * K4 - 1, VQM_R2, R), S(OK));
+	/* Queued for the IOTLB thread, not written by the IOMMU's (vCPU) thread. */
+	vt_expect_none(&v);
+	cr_assert_eq(vhost_iotlb_serve(&v.io), 1);
 	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA, 2 * K4, VQM_R2, VHOST_ACCESS_RO);
 	/* Across the R0/R1 boundary: one UPDATE per host run. */
 	cr_assert_eq(map(&v.t, 1, IOVA + 0x10000, IOVA + 0x10000 + 2 * K4 - 1, VQM_R1 - K4, RW), S(OK));
-	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA + 0x10000, K4, VQM_R1 - K4, VHOST_ACCESS_RW);
-	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA + 0x10000 + K4, K4, VQM_R1, VHOST_ACCESS_RW);
 	/* Not RAM: nothing to push (a miss there will be refused). */
 	cr_assert_eq(map(&v.t, 1, IOVA + 0x20000, IOVA + 0x20000 + K4 - 1, VQM_HOLE, RW), S(OK));
+	/* Mapped and unmapped again before the thread got to it: nothing pushed, and no fault reported. */
+	cr_assert_eq(map(&v.t, 1, IOVA + 0x30000, IOVA + 0x30000 + K4 - 1, VQM_R2, RW), S(OK));
+	cr_assert_eq(unmap(&v.t, 1, IOVA + 0x30000, IOVA + 0x30000 + K4 - 1), S(OK));
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, IOVA + 0x30000, K4, 0, 0);
+	cr_assert_eq(vhost_iotlb_serve(&v.io), 3);
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA + 0x10000, K4, VQM_R1 - K4, VHOST_ACCESS_RW);
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA + 0x10000 + K4, K4, VQM_R1, VHOST_ACCESS_RW);
 	vt_expect_none(&v);
+	cr_assert_not(fault_fd_ready(&v.t));
 	vhost_iotlb_counters(&v.io, &c);
 	cr_assert_eq(c.prefetches, 3);
 	cr_assert_eq(c.misses, 0);
+	cr_assert_eq(c.faults, 0);
+	vt_down(&v);
+}
+
+Test(vhost_iotlb, prefetch_queue_is_bounded)
+{
+	struct vt v;
+	struct vhost_iotlb_counters c;
+
+	vt_up(&v, NULL, true);
+	cr_assert_eq(attach(&v.t, 1, EP_A, 0), S(OK));
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
+	/* More MAP notifications than the queue holds (straight from the notifier: the mock ring is small). */
+	for (unsigned int i = 0; i < VHOST_IOTLB_PREFETCH_QUEUE + 10; i++)
+		vhost_iotlb_notifier(&v.io)->mapped(&v.io, IOVA + i * K4, VQM_R2, K4, RW);
+	vhost_iotlb_counters(&v.io, &c);
+	cr_assert_eq(c.prefetch_dropped, 10);
+	cr_assert_eq(vhost_iotlb_serve(&v.io), (int)VHOST_IOTLB_PREFETCH_QUEUE);
+	vt_expect_none(&v); /* nothing is mapped there: nothing pushed, no fault */
+	cr_assert_not(fault_fd_ready(&v.t));
 	vt_down(&v);
 }
 
