@@ -190,7 +190,7 @@ for n in $(seq "$RUNS"); do
 		extra=
 		if [ "${mi:--}" != - ]; then
 			# Misses per GiB moved: both directions ran SECS seconds at the measured rates.
-			mpg=$(awk -v m="$mi" -v u="$u" -v d="$d" -v s="$SECS" 'BEGIN { g = (u + d) * 1e6 * s / 8 / 1073741824; printf "%.0f", g > 0 ? m / g : 0 }')
+			mpg=$(awk -v m="$mi" -v u="$u" -v d="$d" -v s="$SECS" 'BEGIN { g = (u + d) * 1e6 * s / 8 / 1073741824; printf "%.0f", (g > 0 ? m / g : 0) }')
 			MPG[$v]+="$mpg "
 			P50[$v]+="$p5 "
 			P99[$v]+="$p9 "
