@@ -35,7 +35,7 @@ CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter
 CFLAGS   += $(NL_CFLAGS)
 LDLIBS   += $(ARCH_LIBS) -pthread -lseccomp -lcap-ng $(NL_LIBS)
 
-LIB_SRCS := $(wildcard vmm/*.c devices/*.c devices/*/*.c iommu/*.c $(ARCH_DIR)/*.c)
+LIB_SRCS := $(wildcard vmm/*.c devices/*.c devices/*/*.c iommu/*.c vhost/*.c $(ARCH_DIR)/*.c)
 LIB_SRCS := $(filter-out vmm/main.c,$(LIB_SRCS))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/*.c)

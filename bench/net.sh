@@ -7,7 +7,10 @@
 #
 # VMM names: moat, qemu, and with an IOMMU: moat-iommu, qemu-iommu (the guest's default lazy unmap),
 # moat-iommu-strict, qemu-iommu-strict (iommu.strict=1). QEMU's IOMMU is -device virtio-iommu-pci with
-# iommu_platform=on on its virtio-net.
+# iommu_platform=on on its virtio-net. With the kernel's vhost-net data path: moat-vhost, qemu-vhost,
+# moat-vhost-iommu, qemu-vhost-iommu, moat-vhost-iommu-strict, qemu-vhost-iommu-strict, and moat's IOTLB
+# without prefetch: moat-vhost-iommu-nopf, moat-vhost-iommu-strict-nopf. For moat behind the IOMMU with vhost,
+# the IOTLB misses per GiB moved and the miss-service latency (moat's exit report) are printed too.
 #
 # Median of N interleaved runs (default 3) of S seconds (default 10) per direction. Everything happens in
 # network namespaces this script creates, and in ONE session: on this host if its KVM is hardware
@@ -86,7 +89,10 @@ PIDS+=($!)
 # guest_run VMM: one boot; prints "UP DOWN" in Mbit/s, or "fail REASON".
 guest_run() {
 	local v=$1 con=$W/$1.console pid rc=0 waited=0 cmdline=$CMDLINE moat_iommu=() qemu_iommu=() nic_iommu=
+	local netopt= qvhost=off
 	rm -f "$con"
+	case $v in *-vhost*) netopt=,vhost=on; qvhost=on ;; esac
+	case $v in *-nopf) netopt=$netopt,iotlb-prefetch=off ;; esac
 	case $v in
 	*-iommu*)
 		moat_iommu=(--iommu)
@@ -99,7 +105,7 @@ guest_run() {
 	moat*)
 		# shellcheck disable=SC2086
 		"$MOAT" --kernel "$KERNEL" --initrd "$INITRD" --memory 512M --cmdline "$cmdline" \
-			--net "tap=auto,host-ip=$HOST_IP/24" ${moat_iommu[@]+"${moat_iommu[@]}"} $EXTRA_MOAT \
+			--net "tap=auto,host-ip=$HOST_IP/24$netopt" ${moat_iommu[@]+"${moat_iommu[@]}"} --log-level info $EXTRA_MOAT \
 			--console "file:$con" --timeout 600 </dev/null 2>"$W/$v.err" &
 		pid=$!
 		;;
@@ -107,7 +113,7 @@ guest_run() {
 		qemu-system-x86_64 -enable-kvm -M q35 -cpu host -m 512 -smp 1 -nodefaults -no-user-config \
 			-display none -vga none -no-reboot -kernel "$KERNEL" -initrd "$INITRD" -append "$cmdline" \
 			${qemu_iommu[@]+"${qemu_iommu[@]}"} \
-			-netdev tap,id=n0,ifname=qtap0,script=no,downscript=no,vhost=off \
+			-netdev tap,id=n0,ifname=qtap0,script=no,downscript=no,vhost=$qvhost \
 			-device "virtio-net-pci,netdev=n0,romfile=$nic_iommu" -serial "file:$con" </dev/null 2>"$W/$v.err" &
 		pid=$!
 		for _ in $(seq 100); do ip link show qtap0 >/dev/null 2>&1 && break; sleep 0.1; done
@@ -130,7 +136,13 @@ guest_run() {
 	up=$(tr -d '\r' <"$con" 2>/dev/null | sed -n 's/^IPERF_UP_MBPS=//p' | head -n 1)
 	down=$(tr -d '\r' <"$con" 2>/dev/null | sed -n 's/^IPERF_DOWN_MBPS=//p' | head -n 1)
 	if [ -n "$up" ] && [ -n "$down" ]; then
-		echo "$up $down"
+		# vhost behind the IOMMU: IOTLB misses and the miss-service median and p99 from moat's exit report.
+		local st misses p50 p99
+		st=$(grep 'stats: vhost-net' "$W/$v.err" 2>/dev/null | tail -n 1)
+		misses=$(sed -n 's/.*iotlb: \([0-9]*\) misses.*/\1/p' <<<"$st")
+		p50=$(sed -n 's/.*p50 <= \([0-9.]*\) us.*/\1/p' <<<"$st")
+		p99=$(sed -n 's/.*p99 <= \([0-9.]*\) us.*/\1/p' <<<"$st")
+		echo "$up $down ${misses:--} ${p50:--} ${p99:--}"
 	else
 		echo "fail exit $rc; $(tr -d '\r' <"$con" 2>/dev/null | grep -E 'FAIL|panic' | head -n 2 | tr '\n' ' ')$(tail -n 2 "$W/$v.err" | tr '\n' ' ')"
 	fi
@@ -160,9 +172,9 @@ stats() {
 		printf "%.0f %.0f %.0f %d\n", m, a[1], a[NR], NR }'
 }
 
-declare -A UP=() DOWN=() ERRS=()
+declare -A UP=() DOWN=() ERRS=() MPG=() P50=() P99=()
 names=($VMMS veth)
-for v in "${names[@]}"; do UP[$v]=""; DOWN[$v]=""; ERRS[$v]=""; done
+for v in "${names[@]}"; do UP[$v]=""; DOWN[$v]=""; ERRS[$v]=""; MPG[$v]=""; P50[$v]=""; P99[$v]=""; done
 echo "net.sh: kernel $(cat "$IMG/kernel-version"); $RUNS interleaved runs; iperf3 TCP ${SECS}s each way; Mbit/s"
 for n in $(seq "$RUNS"); do
 	for v in "${names[@]}"; do
@@ -172,17 +184,31 @@ for n in $(seq "$RUNS"); do
 			printf '  run %d %-6s FAILED: %s\n' "$n" "$v" "$res"
 			continue
 		fi
-		read -r u d <<<"$res"
+		read -r u d mi p5 p9 <<<"$res"
 		UP[$v]+="$u "
 		DOWN[$v]+="$d "
-		printf '  run %d %-6s up %8s  down %8s\n' "$n" "$v" "$u" "$d"
+		extra=
+		if [ "${mi:--}" != - ]; then
+			# Misses per GiB moved: both directions ran SECS seconds at the measured rates.
+			mpg=$(awk -v m="$mi" -v u="$u" -v d="$d" -v s="$SECS" 'BEGIN { g = (u + d) * 1e6 * s / 8 / 1073741824; printf "%.0f", (g > 0 ? m / g : 0) }')
+			MPG[$v]+="$mpg "
+			P50[$v]+="$p5 "
+			P99[$v]+="$p9 "
+			extra="  iotlb misses $mi ($mpg/GiB), service p50 <= $p5 us, p99 <= $p9 us"
+		fi
+		printf '  run %d %-6s up %8s  down %8s%s\n' "$n" "$v" "$u" "$d" "$extra"
 	done
 done
 
 echo
 # Each VMM against QEMU in the same IOMMU mode (moat-iommu vs qemu-iommu, ...), and moat's modes against moat.
-printf '%-18s %10s %10s %12s %12s %12s\n' VMM "up Mbit/s" "down Mbit/s" "up vs qemu" "down vs qemu" "up vs moat"
+# vhost variants are compared with moat-vhost (the same data path without the IOMMU).
+printf '%-30s %10s %10s %12s %12s %12s %12s\n' VMM "up Mbit/s" "down Mbit/s" "up vs qemu" "down vs qemu" "up vs moat" \
+	"down vs moat"
 read -r mu0 _ <<<"$(stats "${UP[moat]:-}")"
+read -r md0 _ <<<"$(stats "${DOWN[moat]:-}")"
+read -r vu0 _ <<<"$(stats "${UP[moat-vhost]:-}")"
+read -r vd0 _ <<<"$(stats "${DOWN[moat-vhost]:-}")"
 for v in "${names[@]}"; do
 	read -r mu _ _ cu <<<"$(stats "${UP[$v]}")"
 	read -r md _ _ _ <<<"$(stats "${DOWN[$v]}")"
@@ -191,11 +217,22 @@ for v in "${names[@]}"; do
 		continue
 	fi
 	peer=${v/moat/qemu}
+	peer=${peer%-nopf}
 	read -r qu _ <<<"$(stats "${UP[$peer]:-}")"
 	read -r qd _ <<<"$(stats "${DOWN[$peer]:-}")"
-	ru=-; rd=-; rm=-
+	bu=$mu0; bd=$md0
+	[[ $v != *-vhost* ]] || { bu=$vu0; bd=$vd0; }
+	ru=-; rd=-; rm=-; rmd=-
 	[ "$qu" = - ] || ru=$(awk -v a="$mu" -v b="$qu" 'BEGIN { printf "%.2fx", a / b }')
 	[ "$qd" = - ] || rd=$(awk -v a="$md" -v b="$qd" 'BEGIN { printf "%.2fx", a / b }')
-	[[ $v != moat* ]] || [ "$mu0" = - ] || rm=$(awk -v a="$mu" -v b="$mu0" 'BEGIN { printf "%.2fx", a / b }')
-	printf '%-18s %10s %10s %12s %12s %12s\n' "$v" "$mu" "$md" "$ru" "$rd" "$rm"
+	[[ $v != moat* ]] || [ "$bu" = - ] || rm=$(awk -v a="$mu" -v b="$bu" 'BEGIN { printf "%.2fx", a / b }')
+	[[ $v != moat* ]] || [ "$bd" = - ] || rmd=$(awk -v a="$md" -v b="$bd" 'BEGIN { printf "%.2fx", a / b }')
+	extra=
+	if [ -n "${MPG[$v]// /}" ]; then
+		read -r mm _ <<<"$(stats "${MPG[$v]}")"
+		read -r m5 _ <<<"$(stats "${P50[$v]}")"
+		read -r m9 _ <<<"$(stats "${P99[$v]}")"
+		extra="  iotlb: $mm misses/GiB, miss service p50 <= ${m5} us, p99 <= ${m9} us (medians of runs)"
+	fi
+	printf '%-30s %10s %10s %12s %12s %12s %12s%s\n' "$v" "$mu" "$md" "$ru" "$rd" "$rm" "$rmd" "$extra"
 done

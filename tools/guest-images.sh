@@ -11,7 +11,7 @@
 #   kernel-version        its version (uname -r)
 #   config                its build configuration
 #   initramfs.cpio.gz     guest userland: busybox, /init, the scenario scripts of tests/e2e/guest
-#   initramfs-full.cpio.gz  the same plus mke2fs and iperf3 with their libraries (in /usr/local), for
+#   initramfs-full.cpio.gz  the same plus mke2fs, iperf3 (with their libraries), blkio and netxfer (in /usr/local), for
 #                         the device scenarios; the base image stays small for the boot benchmarks
 #   l1-initramfs.cpio.gz  /init of the nested test bed's L1 (see tools/testbed/run-l1.sh)
 # The kernel package and the images are cached in DIR and rebuilt only when their inputs change.
@@ -321,9 +321,10 @@ if [ -d "$SCEN_DIR" ]; then
 fi
 scen_sum=$( (for f in ${scen_files[@]+"${scen_files[@]}"}; do echo "== ${f##*/}"; cat "$f"; done) | sha256sum | cut -d' ' -f1)
 guest_hash=$(inputs_hash guest "$GUEST_MODULES" "$scen_sum" "$GUEST_TOOLS" "$(sha256sum "$REPO/bench/blkio.c")" \
-	"$( [ "$ARCH" != arm64 ] || echo "$TARGET_TOOL_DEBS")")
+	"$(sha256sum "$REPO/tests/e2e/netxfer.c")" "$( [ "$ARCH" != arm64 ] || echo "$TARGET_TOOL_DEBS")")
 
-if [ -f "$OUT/initramfs.cpio.gz" ] && [ -f "$OUT/initramfs-full.cpio.gz" ] && [ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" = "$guest_hash" ]; then
+if [ -f "$OUT/initramfs.cpio.gz" ] && [ -f "$OUT/initramfs-full.cpio.gz" ] && [ -x "$OUT/netxfer" ] &&
+	[ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" = "$guest_hash" ]; then
 	guest_state="up to date"
 else
 	R=$TMP/guest
@@ -404,6 +405,11 @@ EOF
 	done
 	# The block I/O load of bench/blk.sh, linked statically.
 	"$TARGET_CC" -O2 -static -Wall -Wextra -o "$T2/usr/local/bin/blkio" "$REPO/bench/blkio.c" || die "cannot build bench/blkio.c"
+	# The checksummed TCP transfer of the network scenarios; the host side (the test bed's L1 for arm64) runs
+	# the same binary from $OUT.
+	"$TARGET_CC" -O2 -static -Wall -Wextra -o "$T2/usr/local/bin/netxfer" "$REPO/tests/e2e/netxfer.c" ||
+		die "cannot build tests/e2e/netxfer.c"
+	cp "$T2/usr/local/bin/netxfer" "$OUT/netxfer"
 	pack "$T2" "$TMP/tools.cpio.gz"
 	cat "$OUT/initramfs.cpio.gz" "$TMP/tools.cpio.gz" >"$OUT/initramfs-full.cpio.gz.tmp"
 	mv "$OUT/initramfs-full.cpio.gz.tmp" "$OUT/initramfs-full.cpio.gz"

@@ -21,10 +21,12 @@ SECS=${MOAT_E2E_IPERF_SECS:-3}
 W=$(mktemp -d "${TMPDIR:-/tmp}/moat-net.XXXXXX")
 RM_ONEFS=()
 if rm --help 2>&1 | grep -q -- --one-file-system; then RM_ONEFS=(--one-file-system); fi # not in busybox
+NETXFER=$(dirname "$INITRD")/netxfer
 pid=
 srv=
+xrecv=
 cleanup() {
-	for p in $pid $srv; do
+	for p in $pid $srv $xrecv; do
 		kill -0 "$p" 2>/dev/null || continue
 		kill -KILL "$p" 2>/dev/null || true
 		wait "$p" 2>/dev/null || true
@@ -37,15 +39,22 @@ ip link set lo up
 # All addresses of this namespace (the TAP does not exist yet); nothing outside can reach it.
 iperf3 -s >"$W/iperf-server.log" 2>&1 &
 srv=$!
+TIMEOUT=240
+if [ "$XFER" -gt 0 ]; then
+	[ -x "$NETXFER" ] || { echo "net check failed: $NETXFER is missing (tools/guest-images.sh builds it)"; exit 1; }
+	"$NETXFER" recv 5557 >"$W/xup" 2>&1 &
+	xrecv=$!
+	TIMEOUT=900
+fi
 
 "$MOAT_BIN" --kernel "$KERNEL" --initrd "$INITRD" --memory 512M \
-	--net "tap=auto,host-ip=$HOST_IP/24" ${EXTRA[@]+"${EXTRA[@]}"} \
-	--cmdline "$CMDLINE moat.scenario=net moat.ip=$GUEST_IP moat.peer=$HOST_IP moat.iperf=$SECS" \
-	--console "file:$W/console" --timeout 240 </dev/null 2>"$W/err" &
+	--net "tap=auto,host-ip=$HOST_IP/24$DEVOPTS" ${EXTRA[@]+"${EXTRA[@]}"} \
+	--cmdline "$CMDLINE moat.scenario=net moat.ip=$GUEST_IP moat.peer=$HOST_IP moat.iperf=$SECS moat.xfer=$XFER" \
+	--console "file:$W/console" --timeout $TIMEOUT </dev/null 2>"$W/err" &
 pid=$!
 
 waited=0
-while [ $waited -lt 200 ]; do
+while [ $waited -lt $((TIMEOUT - 40)) ]; do
 	grep -q MOAT_NET_WAIT "$W/console" 2>/dev/null && break
 	kill -0 "$pid" 2>/dev/null || break
 	sleep 1
@@ -58,6 +67,11 @@ if grep -q MOAT_NET_WAIT "$W/console" 2>/dev/null; then
 	else
 		fail+=("the host could not ping the guest: $(tail -n 2 "$W/ping" | tr '\n' ' ')")
 	fi
+	if [ "$XFER" -gt 0 ]; then
+		t0=$(date +%s.%N)
+		"$NETXFER" send "$GUEST_IP" 5558 "$XFER" 9 >"$W/xdown" 2>&1 || fail+=("host -> guest transfer: $(cat "$W/xdown")")
+		echo "host -> guest transfer of $XFER bytes: $(awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.1f s", t1 - t0 }')"
+	fi
 	# Tell the guest we are done (it waits on port 5555), then let it power off.
 	if ! { exec 3<>"/dev/tcp/$GUEST_IP/5555" && echo bye >&3 && exec 3>&-; } 2>"$W/nc.err"; then
 		fail+=("cannot reach the guest's TCP port 5555: $(cat "$W/nc.err")")
@@ -68,12 +82,42 @@ fi
 rc=0
 wait "$pid" || rc=$?
 pid=
-tr -d '\r' <"$W/console" | grep -E '^(NET_|PING_|IPERF_|HOST_SAID|MOAT_INIT_OK|IOMMU_)' || true
+tr -d '\r' <"$W/console" | grep -E '^(NET_|PING_|IPERF_|HOST_SAID|MOAT_INIT_OK|IOMMU_|XFER_)' || true
 [ "$rc" = 0 ] || fail+=("moat exit status $rc, expected 0; stderr: $(tail -n 3 "$W/err" | tr '\n' ' ')")
 for s in 'DRIVER=virtio_net' PING_HOST_OK IPERF_UP_MBPS= IPERF_DOWN_MBPS= HOST_SAID=bye; do
 	grep -q "$s" "$W/console" || fail+=("console lacks '$s'")
 done
 check_iommu "$W/console" "$W/err"
+# xfer: each side's count and hash of what it sent must be what the other side counted and hashed.
+if [ "$XFER" -gt 0 ]; then
+	up_sent=$(tr -d '\r' <"$W/console" | sed -n 's/^XFER_UP NETXFER sent=\([0-9]*\) sum=\([0-9a-f]*\).*/\1 \2/p')
+	up_recv=$(sed -n 's/^NETXFER recv=\([0-9]*\) sum=\([0-9a-f]*\).*/\1 \2/p' "$W/xup")
+	down_sent=$(sed -n 's/^NETXFER sent=\([0-9]*\) sum=\([0-9a-f]*\).*/\1 \2/p' "$W/xdown")
+	down_recv=$(tr -d '\r' <"$W/console" | sed -n 's/^XFER_DOWN NETXFER recv=\([0-9]*\) sum=\([0-9a-f]*\).*/\1 \2/p')
+	echo "transfer guest -> host: sent '$up_sent' received '$up_recv'; host -> guest: sent '$down_sent' received '$down_recv'"
+	[ -n "$up_sent" ] && [ "$up_sent" = "$up_recv" ] && [ "${up_sent%% *}" = "$XFER" ] ||
+		fail+=("guest -> host transfer of $XFER bytes does not match: sent '$up_sent', received '$up_recv'")
+	[ -n "$down_sent" ] && [ "$down_sent" = "$down_recv" ] && [ "${down_sent%% *}" = "$XFER" ] ||
+		fail+=("host -> guest transfer of $XFER bytes does not match: sent '$down_sent', received '$down_recv'")
+fi
+# vhost: moat's report (--log-level info) must show the device IOTLB at work behind the IOMMU.
+if [ "$IOMMU" = 1 ] && [[ $DEVOPTS == *vhost=on* ]]; then
+	echo "vhost stats: $(grep 'stats: vhost-net' "$W/err" | tail -n 1)"
+	grep -qE 'stats: vhost-net: .*iotlb: [0-9]+ misses, [0-9]+ updates, [0-9]+ prefetched, [1-9][0-9]* invalidations' "$W/err" ||
+		fail+=("moat's report shows no vhost IOTLB invalidations")
+	st=$(grep 'stats: vhost-net' "$W/err" | tail -n 1)
+	misses=$(sed -n 's/.*iotlb: \([0-9]*\) misses.*/\1/p' <<<"$st")
+	updates=$(sed -n 's/.* \([0-9]*\) updates.*/\1/p' <<<"$st")
+	prefetched=$(sed -n 's/.* \([0-9]*\) prefetched.*/\1/p' <<<"$st")
+	if [[ $DEVOPTS == *iotlb-prefetch=off* ]]; then
+		[ "${misses:-0}" -gt 0 ] && [ "${updates:-0}" -ge "${misses:-0}" ] ||
+			fail+=("without prefetch, moat's report shows no IOTLB misses answered (misses '$misses', updates '$updates')")
+	else
+		# Prefetch pushes every MAP, so vhost should almost never miss.
+		[ "${prefetched:-0}" -gt 0 ] && [ $((${misses:-0} * 10)) -lt "${prefetched:-0}" ] ||
+			fail+=("with prefetch, misses did not drop: $misses misses for $prefetched prefetched MAPs")
+	fi
+fi
 for s in 'Kernel panic' 'Call Trace' _FAIL; do
 	! grep -q "$s" "$W/console" || fail+=("console has '$s'")
 done

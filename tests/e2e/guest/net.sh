@@ -4,11 +4,13 @@
 ip=10.0.2.15
 peer=10.0.2.1
 secs=3
+xfer=0
 for arg in $(cat /proc/cmdline); do
 	case $arg in
 	moat.ip=*) ip=${arg#moat.ip=} ;;
 	moat.peer=*) peer=${arg#moat.peer=} ;;
 	moat.iperf=*) secs=${arg#moat.iperf=} ;;
+	moat.xfer=*) xfer=${arg#moat.xfer=} ;;
 	esac
 done
 dev=
@@ -40,7 +42,22 @@ rate() {
 }
 rate IPERF_UP_MBPS
 rate IPERF_DOWN_MBPS -R
+# moat.xfer=BYTES: send that many bytes to the host's port 5557 and receive as many on our port 5558; both ends
+# print what they counted and hashed, and the host compares.
+if [ "$xfer" -gt 0 ]; then
+	if netxfer send "$peer" 5557 "$xfer" 7 >/tmp/xup 2>&1; then
+		echo "XFER_UP $(cat /tmp/xup)"
+	else
+		echo "XFER_UP_FAIL $(cat /tmp/xup)"
+	fi
+	netxfer recv 5558 >/tmp/xdown 2>&1 &
+	xpid=$!
+fi
 echo "MOAT_NET_WAIT"
-# The host pings us, then connects here; nc returns when it closes. Give up after a while.
-timeout 120 nc -l -p 5555 >/tmp/bye 2>/dev/null
+# The host pings us (and sends its transfer), then connects here; nc returns when it closes.
+timeout 600 nc -l -p 5555 >/tmp/bye 2>/dev/null
 echo "HOST_SAID=$(cat /tmp/bye)"
+if [ "$xfer" -gt 0 ]; then
+	wait "$xpid"
+	echo "XFER_DOWN $(grep recv= /tmp/xdown || cat /tmp/xdown)"
+fi
