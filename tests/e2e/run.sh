@@ -53,14 +53,10 @@ arm64)
 	for n in nproc-1 timeout iommu-blk-strict; do
 		NOT_HERE[$n]="arch-independent moat code already covered by the default set and on x86_64; run it with --only $n"
 	done
-	# Open problem: under iommu.strict=1 the arm64 guest's iperf3 crawled (0.17 Mbit/s up, down failed) in the
-	# one run so far, while lazy mode passes; not investigated yet.
-	# The kernel vhost-net path works on arm64 (vhost-net passes); behind the IOMMU its 64 MiB checksummed
-	# transfers through the device IOTLB outlast the harness's 300 s limit in the nested arm64 test bed.
-	for n in vhost-iommu-net vhost-iommu-net-nopf vhost-iommu-net-strict; do
-		NOT_HERE[$n]="too slow for the 300 s limit in the nested arm64 test bed (device-IOTLB transfers); run it with --only $n MOAT_E2E_RUN_TIMEOUT=1200 (and a smaller MOAT_E2E_XFER_BYTES)"
-	done
-	NOT_HERE[iommu-net-strict]="KNOWN OPEN PROBLEM on arm64: iperf3 crawls in strict IOMMU mode (0.17 Mbit/s in the one run so far); run it with --only iommu-net-strict"
+	# Under iommu.strict=1 the arm64 guest's iperf3 once crawled (0.17 Mbit/s up, down failed) with two other
+	# emulators loading the machine; it passed (26 s) on a quieter machine. Left out by default until that is
+	# understood.
+	NOT_HERE[iommu-net-strict]="flaky under heavy load on arm64 (iperf3 crawled once in strict IOMMU mode; passed when the machine was quieter); run it with --only iommu-net-strict"
 	;;
 *) echo "run.sh: unsupported --arch '$ARCH' (supported: x86_64, arm64)" >&2; exit 2 ;;
 esac
