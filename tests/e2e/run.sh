@@ -57,6 +57,12 @@ arm64)
 	# emulators loading the machine; it passed (26 s) on a quieter machine. Left out by default until that is
 	# understood.
 	NOT_HERE[iommu-net-strict]="flaky under heavy load on arm64 (iperf3 crawled once in strict IOMMU mode; passed when the machine was quieter); run it with --only iommu-net-strict"
+	# vhost scenarios' checksummed transfers: 8 MiB each way (64 MiB elsewhere). Through the device IOTLB
+	# under nested arm64 emulation 64 MiB outlasts the harness's 300 s limit; 8 MiB took 74 s.
+	XFER_DEFAULT=8388608
+	for n in vhost-iommu-net-nopf vhost-iommu-net-strict; do
+		NOT_HERE[$n]="a variant of vhost-iommu-net with no arm64-specific path, left out for CI time; run it with --only $n"
+	done
 	;;
 *) echo "run.sh: unsupported --arch '$ARCH' (supported: x86_64, arm64)" >&2; exit 2 ;;
 esac
@@ -114,7 +120,7 @@ scenario iommu-net-strict 0 'net check passed' '' '' -- @net --iommu cmdline+=io
 # Kernel vhost-net data path: plain (IOVA == GPA), and with its device IOTLB served from the virtio-iommu, with
 # and without prefetch. Each also moves XFER bytes each way with a checksum compared at both ends (64 MiB by
 # default to keep CI short under emulation; MOAT_E2E_XFER_BYTES=1073741824 for the full 1 GiB).
-XFER=${MOAT_E2E_XFER_BYTES:-67108864}
+XFER=${MOAT_E2E_XFER_BYTES:-${XFER_DEFAULT:-67108864}}
 scenario vhost-net 0 'net check passed' '' '' -- @net dev+=vhost=on xfer=$XFER
 scenario vhost-iommu-net 0 'net check passed' '' '' -- @net --iommu dev+=vhost=on xfer=$XFER
 scenario vhost-iommu-net-nopf 0 'net check passed' '' '' -- @net --iommu dev+=vhost=on,iotlb-prefetch=off
