@@ -10,6 +10,7 @@
 #ifndef MOAT_SANDBOX_H
 #define MOAT_SANDBOX_H
 
+#include <pthread.h>
 #include <seccomp.h>
 
 #include "vmm/config.h"
@@ -36,6 +37,15 @@ int sandbox_filter_build(enum thread_kind kind, enum seccomp_mode mode, scmp_fil
 /* Set no_new_privs and load the kind's filter on the calling thread only. 0 or -errno (logged). */
 int sandbox_apply(enum thread_kind kind, enum seccomp_mode mode, const struct log *log)
 	__attribute__((warn_unused_result));
+
+/*
+ * Start one of moat's threads: every thread moat creates goes through here. The new thread names
+ * itself (prctl: no /proc needed, so it works under --jail), loads its kind's allow-list, and only
+ * then calls fn(arg). Returns 0 once the filter is on; -errno if the thread could not be created or
+ * sandboxed, in which case fn never ran and the thread is gone. The caller words the error.
+ */
+int sandbox_thread_start(pthread_t *thread, enum thread_kind kind, enum seccomp_mode mode, const char *name,
+			 void *(*fn)(void *), void *arg) __attribute__((warn_unused_result));
 
 /* Drop every capability (effective, permitted, inheritable, ambient; bounding set when allowed) of the
  * calling thread and set no_new_privs. Call after every fd is open, before creating threads. */
