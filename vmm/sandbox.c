@@ -134,6 +134,28 @@ const char *sandbox_thread_kind_name(enum thread_kind kind)
 	return (unsigned int)kind < THREAD_KIND_COUNT ? policies[kind].name : "unknown";
 }
 
+static bool listed(const struct sandbox_rule *rules, size_t n, int nr)
+{
+	for (size_t i = 0; i < n; i++)
+		if (rules[i].nr == nr)
+			return true;
+	return false;
+}
+
+unsigned int sandbox_allowed_syscalls(enum thread_kind kind)
+{
+	const struct sandbox_policy *p;
+	unsigned int count = ARRAY_SIZE(base_rules); /* base_rules lists each syscall once */
+
+	if ((unsigned int)kind >= THREAD_KIND_COUNT)
+		return 0;
+	p = &policies[kind];
+	for (size_t i = 0; i < p->nrules; i++)
+		if (!listed(base_rules, ARRAY_SIZE(base_rules), p->rules[i].nr) && !listed(p->rules, i, p->rules[i].nr))
+			count++;
+	return count;
+}
+
 static int add_rules(scmp_filter_ctx ctx, const struct sandbox_rule *rules, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {

@@ -3,8 +3,9 @@
  *
  * Filters are per thread (never TSYNC) and are inherited by threads cloned afterwards, where they stack
  * with the new thread's own filter. So a thread kind's filter goes on after that thread has created
- * every thread it will ever create: vCPU threads apply THREAD_VCPU first thing in their body, and the
- * main thread applies THREAD_MAIN right after cloning the last vCPU thread (vm_start_vcpus()).
+ * every thread it will ever create: vCPU and device threads are started through sandbox_thread_start(),
+ * which loads theirs before their body runs, and the main thread applies THREAD_MAIN right after
+ * cloning the last vCPU thread (vm_start_vcpus()).
  * Capabilities are per thread too: drop them in main before any other thread is created.
  */
 #ifndef MOAT_SANDBOX_H
@@ -25,6 +26,9 @@ enum thread_kind {
 };
 
 const char *sandbox_thread_kind_name(enum thread_kind kind);
+
+/* How many distinct syscalls a thread kind may make (common and own rules; README lists these). */
+unsigned int sandbox_allowed_syscalls(enum thread_kind kind);
 
 /*
  * Build the allow-list of a thread kind. mode SECCOMP_KILL: anything else traps (SIGSYS, one line on

@@ -95,6 +95,15 @@ Test(sandbox, every_filter_builds)
 	cr_assert_str_eq(sandbox_thread_kind_name(THREAD_VCPU), "vcpu");
 }
 
+/* README.md's sandbox table gives these numbers: change both together. */
+Test(sandbox, allowed_syscall_counts_match_the_readme)
+{
+	cr_assert_eq(sandbox_allowed_syscalls(THREAD_MAIN), 22);
+	cr_assert_eq(sandbox_allowed_syscalls(THREAD_VCPU), 15);
+	cr_assert_eq(sandbox_allowed_syscalls(THREAD_DEVICE), 25);
+	cr_assert_eq(sandbox_allowed_syscalls(THREAD_KIND_COUNT), 0);
+}
+
 struct vcpu_job {
 	struct vm *vm;
 	int apply_rc;
