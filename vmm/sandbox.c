@@ -228,6 +228,15 @@ static const struct {
 	{ __NR_readv, "readv" },         { __NR_writev, "writev" },       { __NR_pread64, "pread64" },
 	{ __NR_pwrite64, "pwrite64" },   { __NR_preadv, "preadv" },       { __NR_pwritev, "pwritev" },
 	{ __NR_fdatasync, "fdatasync" }, { __NR_fallocate, "fallocate" }, { __NR_epoll_wait, "epoll_wait" },
+	/* What an attacker who took over moat would reach for first. */
+	{ __NR_openat2, "openat2" },     { __NR_memfd_create, "memfd_create" }, { __NR_bpf, "bpf" },
+	{ __NR_io_uring_setup, "io_uring_setup" },                       { __NR_userfaultfd, "userfaultfd" },
+	{ __NR_process_vm_readv, "process_vm_readv" },                   { __NR_process_vm_writev, "process_vm_writev" },
+	{ __NR_perf_event_open, "perf_event_open" },                     { __NR_setns, "setns" },
+	{ __NR_chroot, "chroot" },       { __NR_pivot_root, "pivot_root" }, { __NR_sendto, "sendto" },
+	{ __NR_sendmsg, "sendmsg" },     { __NR_accept4, "accept4" },     { __NR_listen, "listen" },
+	{ __NR_getdents64, "getdents64" }, { __NR_pidfd_open, "pidfd_open" }, { __NR_init_module, "init_module" },
+	{ __NR_finit_module, "finit_module" },                           { __NR_keyctl, "keyctl" },
 };
 
 static size_t put_str(char *buf, size_t at, size_t cap, const char *s)

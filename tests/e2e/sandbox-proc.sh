@@ -4,7 +4,8 @@
 #  2. the same with --jail on an empty temporary directory, 1 vCPU.
 # Each time: wait for the guest's /init, then read /proc: every moat thread must have Seccomp: 2, the
 # process no capabilities, no_new_privs and uid 65534; with --jail, moat's root must be the jail directory
-# (same device and inode, nothing inside) and its mount, IPC, UTS and network namespaces not this shell's.
+# (same device and inode, nothing inside), its mount, IPC, UTS and network namespaces not this shell's, and
+# (where the kernel lists Landlock among its LSMs) it must report its Landlock restriction.
 # Stops moat with SIGTERM (expects exit status 143). Prints what it saw; exits 0 when all holds.
 #
 #   tests/e2e/sandbox-proc.sh MOAT KERNEL INITRD CMDLINE
@@ -66,6 +67,15 @@ check() {
 		grep -q '^moat-vcpu0$' /proc/$pid/task/*/comm || fail+=("$label: no moat-vcpu0 thread")
 		if [ -n "$jail" ]; then
 			local want got inside ns
+			grep -E '^moat: .*(jail|landlock):' "$err" || true
+			grep -q 'jail: new mount, IPC, UTS and network namespaces' "$err" ||
+				fail+=("$label: moat did not report entering the jail (--log-level info)")
+			if grep -qw landlock /sys/kernel/security/lsm 2>/dev/null; then
+				grep -q 'landlock: ABI [0-9]*: no file-system access' "$err" ||
+					fail+=("$label: this kernel has Landlock but moat did not restrict itself")
+			else
+				echo "Landlock not checked: /sys/kernel/security/lsm does not list it"
+			fi
 			want=$(stat -c %d:%i "$jail")
 			got=$(stat -L -c %d:%i "/proc/$pid/root" 2>&1) || true
 			inside=$(ls -A "/proc/$pid/root/" 2>&1 | tr '\n' ' ') || true
@@ -89,7 +99,7 @@ check() {
 
 check user 4 '' -- --cpus 2
 mkdir "$W/jail"
-check jail 3 "$W/jail" -- --cpus 1 --jail "$W/jail"
+check jail 3 "$W/jail" -- --cpus 1 --jail "$W/jail" --log-level info
 
 if [ ${#fail[@]} -gt 0 ]; then
 	printf 'sandbox check failed: %s\n' "${fail[@]}"

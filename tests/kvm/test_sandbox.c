@@ -211,6 +211,9 @@ static void *forbidden(void *arg)
 	case __NR_ptrace:
 		syscall(__NR_ptrace, 0 /* PTRACE_TRACEME */, 0, 0, 0);
 		break;
+	case __NR_memfd_create:
+		syscall(__NR_memfd_create, "x", 0);
+		break;
 	case __NR_ioctl:
 		/* An ioctl request the vCPU thread does not need: the argument filter refuses it. */
 		syscall(__NR_ioctl, 0, (unsigned long)KVM_CREATE_VM, 0);
@@ -231,6 +234,7 @@ FORBIDDEN_CHILD(execve)
 FORBIDDEN_CHILD(socket)
 FORBIDDEN_CHILD(ptrace)
 FORBIDDEN_CHILD(ioctl)
+FORBIDDEN_CHILD(memfd_create)
 
 static void expect_killed_as(void (*child)(void), const char *kind, const char *name)
 {
@@ -265,6 +269,11 @@ Test(sandbox, forbidden_socket_kills_with_a_message)
 Test(sandbox, forbidden_ptrace_kills_with_a_message)
 {
 	expect_killed(child_ptrace, "ptrace");
+}
+
+Test(sandbox, forbidden_memfd_create_kills_with_a_message)
+{
+	expect_killed(child_memfd_create, "memfd_create");
 }
 
 Test(sandbox, unlisted_ioctl_request_kills_with_a_message)
