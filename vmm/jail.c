@@ -71,8 +71,21 @@ int jail_enter(const char *dir, const struct log *log, char *err, size_t errlen)
 				 strerror(e));
 	}
 	/* Nothing done below may propagate back into the host's mount namespace. */
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-		return jail_fail(err, errlen, -errno, "--jail: cannot make the mounts private: %s", strerror(errno));
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+		if (errno != EINVAL)
+			return jail_fail(err, errlen, -errno, "--jail: cannot make the mounts private: %s",
+					 strerror(errno));
+		/* moat was started in a chroot: "/" is no mount point, so mounts cannot be made private
+		 * and any mount moat made could show up on the host. Mount nothing; a chroot holds once
+		 * the capabilities are gone. */
+		if (chroot(dir) < 0 || chdir("/") < 0)
+			return jail_fail(err, errlen, -errno, "--jail: cannot change the root to '%s': %s", dir,
+					 strerror(errno));
+		log_info(log, "jail: new mount, IPC, UTS and network namespaces; root is '%s' (chroot: moat runs "
+			      "in a chroot, so the jail is not made read-only)",
+			 dir);
+		return 0;
+	}
 	/* pivot_root wants a mount point; a plain (not recursive) bind leaves DIR's submounts outside. */
 	if (mount(dir, dir, NULL, MS_BIND, NULL) < 0)
 		return jail_fail(err, errlen, -errno, "--jail: cannot bind-mount '%s' onto itself: %s", dir,
@@ -85,10 +98,10 @@ int jail_enter(const char *dir, const struct log *log, char *err, size_t errlen)
 			return jail_fail(err, errlen, -errno, "--jail: cannot detach the old root: %s",
 					 strerror(errno));
 	} else if (errno == EINVAL) {
-		/* The host's root is the initramfs (rootfs), which cannot be pivoted: move DIR over it,
-		 * as switch_root does; the old root stays underneath, out of reach without capabilities. */
-		how = "chroot (the host's root is an initramfs)";
-		if (mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0)
+		/* The host's root is the initramfs (rootfs), which cannot be pivoted: chroot into the bind
+		 * mount; the old root stays in the namespace, out of reach without capabilities. */
+		how = "chroot: the host's root cannot be pivoted (an initramfs?)";
+		if (chroot(".") < 0)
 			return jail_fail(err, errlen, -errno, "--jail: cannot change the root to '%s': %s", dir,
 					 strerror(errno));
 	} else {

@@ -7,7 +7,10 @@
  * host's file system is no longer reachable by any path. DIR may be empty: everything moat needs is
  * open before (kernel, initrd, disks, /dev/kvm, TAP, /dev/vhost-net, console file). The namespaces
  * are the ones that act on the calling process at once; a PID namespace would only apply to children,
- * and moat starts none. Needs CAP_SYS_ADMIN (root); capabilities are dropped right after.
+ * and moat starts none. Needs CAP_SYS_ADMIN (root); capabilities are dropped right after, which is
+ * what makes the fallbacks hold: where the root cannot be pivoted (an initramfs root) moat chroots
+ * into the read-only bind mount, and where moat itself runs in a chroot ("/" is no mount point, so
+ * mounts cannot be made private) it mounts nothing and only chroots into DIR.
  *
  * Landlock: a ruleset that handles every file-system access right this kernel knows and allows none,
  * so no thread can open, create, remove, rename or execute any file afterwards, whether or not seccomp

@@ -14,7 +14,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -199,6 +201,52 @@ Test(jail, enter_an_empty_dir)
 	expect_child_ok_in_dir(child_in_jail);
 	cr_assert_eq(gethostname(after, sizeof(after)), 0);
 	cr_assert_str_eq(after, host, "the jailed child changed the host's name: no UTS namespace");
+}
+
+/* Started in a chroot of a plain directory, "/" is no mount point and mounts cannot be made private:
+ * moat mounts nothing (nothing may leak to the host) and only chroots. */
+static int child_in_jail_after_chroot(void *arg)
+{
+	char outer[128], inner[160], err[512] = "";
+	struct log log;
+	struct stat st;
+
+	log_init(&log, LOG_INFO, STDERR_FILENO);
+	snprintf(outer, sizeof(outer), "%s/outer", (const char *)arg);
+	snprintf(inner, sizeof(inner), "%s/jail", outer);
+	if (mkdir(outer, 0755) || mkdir(inner, 0755) || creat(strcat(outer, "/marker"), 0644) < 0)
+		return 9;
+	outer[strlen(outer) - strlen("/marker")] = '\0';
+	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) || chroot(outer) || chdir("/"))
+		return 10;
+	if (jail_enter("/jail", &log, err, sizeof(err))) {
+		fprintf(stderr, "jail_enter: %s\n", err);
+		return 11;
+	}
+	if (stat("/marker", &st) == 0 || stat("/jail", &st) == 0) {
+		fprintf(stderr, "the outer directory is still visible\n");
+		return 12;
+	}
+	return 0;
+}
+
+Test(jail, enter_when_pivot_root_is_impossible)
+{
+	char msg[1024], path[160];
+	int st;
+
+	NEED_ROOT();
+	make_jail_dir();
+	st = in_child(child_in_jail_after_chroot, jail_dir, msg, sizeof(msg));
+	snprintf(path, sizeof(path), "%s/outer/marker", jail_dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/outer/jail", jail_dir);
+	rmdir(path);
+	snprintf(path, sizeof(path), "%s/outer", jail_dir);
+	rmdir(path);
+	remove_jail_dir();
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child wait status 0x%x: %s", st, msg);
+	cr_assert(strstr(msg, "(chroot: moat runs in a chroot"), "expected the chroot fallback: %s", msg);
 }
 
 /* ------------------------------------------------------------------ Landlock */
