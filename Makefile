@@ -18,7 +18,7 @@ else
 $(error unsupported ARCH=$(ARCH); supported: x86_64)
 endif
 
-LIB_SRCS := $(wildcard vmm/*.c devices/*.c devices/*/*.c iommu/*.c $(ARCH_DIR)/*.c)
+LIB_SRCS := $(wildcard vmm/*.c devices/*.c devices/*/*.c iommu/*.c vhost/*.c $(ARCH_DIR)/*.c)
 LIB_SRCS := $(filter-out vmm/main.c,$(LIB_SRCS))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/*.c)

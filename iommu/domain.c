@@ -270,6 +270,28 @@ int iommu_translate(struct iommu_domain *d, uint64_t iova, uint64_t len, unsigne
 	return err;
 }
 
+int iommu_resolve(struct iommu_domain *d, uint64_t iova, uint64_t len,
+		  int (*fn)(void *arg, uint64_t iova, uint64_t gpa, uint64_t len, unsigned int perm), void *arg)
+{
+	uint64_t gpa, run;
+	unsigned int perm;
+	int err;
+
+	if (!len)
+		return -EINVAL;
+	err = -pthread_rwlock_rdlock(&d->lock);
+	if (err)
+		return err;
+	err = iommu_pt_lookup(d->pt, iova, len, &gpa, &run, &perm);
+	if (!err)
+		err = fn(arg, iova, gpa, run, perm);
+	pthread_rwlock_unlock(&d->lock);
+	__atomic_fetch_add(&d->st.translations, 1, __ATOMIC_RELAXED);
+	if (err == -ENOENT)
+		__atomic_fetch_add(&d->st.translate_faults, 1, __ATOMIC_RELAXED);
+	return err;
+}
+
 int iommu_notifier_add(struct iommu_domain *d, const struct iommu_notifier *n)
 {
 	int err;

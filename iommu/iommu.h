@@ -174,6 +174,17 @@ void iommu_unmap_all(struct iommu_domain *d);
 int iommu_translate(struct iommu_domain *d, uint64_t iova, uint64_t len, unsigned int perm, uint64_t *gpa,
 		    uint64_t *contiguous_len) __attribute__((warn_unused_result));
 
+/*
+ * For a device IOTLB (vhost): look up the run at iova as iommu_pt_lookup does (up to len bytes, same
+ * permissions, contiguous in GPA, across mappings) and call fn with it while holding the read lock, so
+ * that no UNMAP can complete between the lookup and what fn does with it (pushing the entry into a
+ * cache that the UNMAP's notifier then invalidates). fn must not call into the domain. Returns fn's
+ * result, or -ENOENT unmapped, -EINVAL len 0.
+ */
+int iommu_resolve(struct iommu_domain *d, uint64_t iova, uint64_t len,
+		  int (*fn)(void *arg, uint64_t iova, uint64_t gpa, uint64_t len, unsigned int perm), void *arg)
+	__attribute__((warn_unused_result));
+
 /* n is kept by pointer and must stay valid until removed. -EINVAL no callback, -EEXIST, -ENOSPC full. */
 int iommu_notifier_add(struct iommu_domain *d, const struct iommu_notifier *n) __attribute__((warn_unused_result));
 /* Removing a notifier that is not registered does nothing. */

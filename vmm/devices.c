@@ -11,6 +11,7 @@
 #include "devices/virtio/net.h"
 #include "devices/virtio/rng.h"
 #include "devices/virtio/virtio_pci.h"
+#include "vhost/net.h"
 #include "vmm/vm.h"
 
 /*
@@ -158,6 +159,83 @@ static int add_net(struct vm *vm, struct virtio_iommu *iommu, const struct net_c
 	return r;
 }
 
+/* vhost-net: the device, the TAP it hands to the kernel, and the IOTLB thread started with the guest. */
+struct vhost_holder {
+	struct vhost_net *vn;
+	struct tap *tap;
+};
+
+static void vhost_holder_free(void *p)
+{
+	struct vhost_holder *h = p;
+
+	vhost_net_free(h->vn);
+	tap_close(h->tap);
+	free(h);
+}
+
+static void vhost_stats(void *p, char *buf, size_t len)
+{
+	struct vhost_holder *h = p;
+	int n = snprintf(buf, len, "%s: ", tap_name(h->tap));
+
+	if (n >= 0 && (size_t)n < len)
+		vhost_net_stats(h->vn, buf + n, len - (size_t)n);
+}
+
+static int vhost_start(void *p)
+{
+	return vhost_net_start(((struct vhost_holder *)p)->vn);
+}
+
+static int add_vhost_net(struct vm *vm, struct virtio_iommu *iommu, const struct net_config *cfg, char *err,
+			 size_t errlen)
+{
+	struct vhost_holder *h = calloc(1, sizeof(*h));
+	struct viommu_endpoint *ep;
+	const struct dma_as *as;
+	uint16_t bdf;
+	int r;
+
+	if (!h)
+		return set_err(err, errlen, -ENOMEM, "out of memory adding vhost-net");
+	r = device_as(vm, iommu, cfg->iommu != NET_IOMMU_OFF, &ep, &as, err, errlen);
+	if (!r)
+		r = tap_open(cfg, &h->tap, err, errlen);
+	if (!r) {
+		const struct vhost_net_params p = {
+			.vm = vm,
+			.cfg = cfg,
+			.tap_fd = tap_fd(h->tap),
+			.gm = &vm->mem,
+			.as = as,
+			.gm_as = &vm->dma,
+			.ep = ep,
+			/* Measured (bench/net.sh): see README's vhost section for why this is the default. */
+			.prefetch = cfg->prefetch != NET_PREFETCH_OFF,
+			.set_offload = net_offload,
+			.offload_ctx = h->tap,
+		};
+		r = vhost_net_new(&p, &h->vn, err, errlen);
+	}
+	if (r) {
+		vhost_holder_free(h);
+		return r;
+	}
+	log_info(&vm->log, "vhost-net on TAP %s%s", tap_name(h->tap),
+		 ep ? (cfg->prefetch != NET_PREFETCH_OFF ? ", behind the virtio-iommu (IOTLB prefetch on)"
+							 : ", behind the virtio-iommu (IOTLB prefetch off)")
+		    : "");
+	r = virtio_pci_add(vm, vhost_net_dev(h->vn), vhost_holder_free, h, &bdf, err, errlen);
+	if (!r)
+		endpoint_placed(vm, vhost_net_dev(h->vn), ep, bdf);
+	if (!r)
+		r = vm_add_start(vm, vhost_start, h);
+	if (!r)
+		r = vm_add_stats(vm, "vhost-net", vhost_stats, h);
+	return r;
+}
+
 struct blk_holder {
 	struct virtio_blk *blk;
 	struct vm *vm;
@@ -251,7 +329,8 @@ int vm_add_virtio_devices(struct vm *vm, char *err, size_t errlen)
 	if (vm->cfg.iommu)
 		r = add_iommu(vm, &iommu, err, errlen);
 	for (unsigned int i = 0; i < vm->cfg.nnets && !r; i++)
-		r = add_net(vm, iommu, &vm->cfg.nets[i], err, errlen);
+		r = vm->cfg.nets[i].vhost ? add_vhost_net(vm, iommu, &vm->cfg.nets[i], err, errlen)
+					  : add_net(vm, iommu, &vm->cfg.nets[i], err, errlen);
 	for (unsigned int i = 0; i < vm->cfg.ndisks && !r; i++)
 		r = add_disk(vm, iommu, &vm->cfg.disks[i], err, errlen);
 	if (!r && vm->cfg.rng)

@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <linux/if_tun.h>
+#include <linux/vhost.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -94,6 +95,16 @@ static const struct sandbox_rule vcpu_rules[] = {
 	ALLOW_IOCTL(KVM_IOEVENTFD),      /* a PCI BAR placed or moved: queue notify addresses follow it */
 	ALLOW_IOCTL(KVM_SET_GSI_ROUTING), /* the guest programmed an MSI-X vector */
 	ALLOW_IOCTL(TUNSETOFFLOAD),      /* virtio-net DRIVER_OK: TAP offloads follow the negotiated features */
+	/* vhost-net DRIVER_OK and reset: features, rings, the TAP as back end (never SET_OWNER or MEM_TABLE). */
+	ALLOW_IOCTL(VHOST_SET_FEATURES),
+	ALLOW_IOCTL(VHOST_SET_BACKEND_FEATURES),
+	ALLOW_IOCTL(VHOST_SET_VRING_NUM),
+	ALLOW_IOCTL(VHOST_SET_VRING_BASE),
+	ALLOW_IOCTL(VHOST_GET_VRING_BASE),
+	ALLOW_IOCTL(VHOST_SET_VRING_ADDR),
+	ALLOW_IOCTL(VHOST_SET_VRING_KICK),
+	ALLOW_IOCTL(VHOST_SET_VRING_CALL),
+	ALLOW_IOCTL(VHOST_NET_SET_BACKEND),
 #ifdef KVM_GET_SREGS
 	ALLOW_IOCTL(KVM_GET_REGS),       /* a triple fault's report says where the guest was */
 	ALLOW_IOCTL(KVM_GET_SREGS),
@@ -117,6 +128,15 @@ static const struct sandbox_rule device_rules[] = {
 	ALLOW(getrandom), /* virtio-rng */
 };
 
+/* vhost IOTLB threads: misses read from the vhost fd, UPDATEs written back; the stop eventfd. */
+static const struct sandbox_rule vhost_rules[] = {
+	ALLOW(read),
+#ifdef __NR_poll
+	ALLOW(poll),
+#endif
+	ALLOW(ppoll),
+};
+
 struct sandbox_policy {
 	const char *name;
 	const struct sandbox_rule *rules;
@@ -127,6 +147,7 @@ static const struct sandbox_policy policies[THREAD_KIND_COUNT] = {
 	[THREAD_MAIN] = { "main", main_rules, ARRAY_SIZE(main_rules) },
 	[THREAD_VCPU] = { "vcpu", vcpu_rules, ARRAY_SIZE(vcpu_rules) },
 	[THREAD_DEVICE] = { "device", device_rules, ARRAY_SIZE(device_rules) },
+	[THREAD_VHOST] = { "vhost", vhost_rules, ARRAY_SIZE(vhost_rules) },
 };
 
 const char *sandbox_thread_kind_name(enum thread_kind kind)

@@ -22,6 +22,7 @@ enum thread_kind {
 	THREAD_MAIN, /* event loop, signals, timeout, console input, shutdown */
 	THREAD_VCPU, /* KVM_RUN and the devices behind port I/O and MMIO exits */
 	THREAD_DEVICE, /* a virtio device's worker: queues, back-end I/O */
+	THREAD_VHOST,  /* a vhost device's IOTLB: misses in, translations and invalidations out */
 	THREAD_KIND_COUNT,
 };
 

@@ -1,4 +1,7 @@
-/* The --net option: "tap=NAME|auto[,host-ip=A.B.C.D/N][,mac=XX:XX:XX:XX:XX:XX][,mtu=N][,iommu=on|off]". */
+/*
+ * The --net option: "tap=NAME|auto[,host-ip=A.B.C.D/N][,mac=XX:XX:XX:XX:XX:XX][,mtu=N][,iommu=on|off]
+ * [,vhost=on|off][,iotlb-prefetch=on|off]".
+ */
 #include "devices/net/tap.h"
 
 #include <arpa/inet.h>
@@ -105,8 +108,18 @@ static int parse_host_ip(const char *s, size_t n, struct net_config *cfg)
 	return 0;
 }
 
-enum { KEY_TAP, KEY_HOST_IP, KEY_MAC, KEY_MTU, KEY_IOMMU, KEY_VHOST, NKEYS };
-static const char *const keys[NKEYS] = { "tap", "host-ip", "mac", "mtu", "iommu", "vhost" };
+enum { KEY_TAP, KEY_HOST_IP, KEY_MAC, KEY_MTU, KEY_IOMMU, KEY_VHOST, KEY_PREFETCH, NKEYS };
+static const char *const keys[NKEYS] = { "tap", "host-ip", "mac", "mtu", "iommu", "vhost", "iotlb-prefetch" };
+
+/* on/off values: 1, 0, or -1 for anything else. */
+static int on_off(const char *val, size_t vlen)
+{
+	if (vlen == 2 && !memcmp(val, "on", 2))
+		return 1;
+	if (vlen == 3 && !memcmp(val, "off", 3))
+		return 0;
+	return -1;
+}
 
 static int parse_item(const char *key, size_t klen, const char *val, size_t vlen, struct net_config *cfg, bool seen[],
 		      char *err, size_t errlen)
@@ -118,7 +131,8 @@ static int parse_item(const char *key, size_t klen, const char *val, size_t vlen
 		if (strlen(keys[i]) == klen && !memcmp(keys[i], key, klen))
 			k = i;
 	if (k < 0)
-		return fail(err, errlen, "--net: unknown key '%.*s'; use tap=, host-ip=, mac=, mtu= or iommu=", (int)klen, key);
+		return fail(err, errlen, "--net: unknown key '%.*s'; use tap=, host-ip=, mac=, mtu=, iommu=, vhost= or "
+			    "iotlb-prefetch=", (int)klen, key);
 	if (seen[k])
 		return fail(err, errlen, "--net: %s= is given twice; give it once", keys[k]);
 	seen[k] = true;
@@ -169,9 +183,16 @@ static int parse_item(const char *key, size_t klen, const char *val, size_t vlen
 		else
 			return fail(err, errlen, "--net: iommu='%.*s' is not on or off", (int)vlen, val);
 		return 0;
+	case KEY_VHOST:
+		if (on_off(val, vlen) < 0)
+			return fail(err, errlen, "--net: vhost='%.*s' is not on or off", (int)vlen, val);
+		cfg->vhost = on_off(val, vlen);
+		return 0;
 	default:
-		return fail(err, errlen, "--net: vhost= is not built yet; remove it to use moat's own virtio-net "
-			    "device");
+		if (on_off(val, vlen) < 0)
+			return fail(err, errlen, "--net: iotlb-prefetch='%.*s' is not on or off", (int)vlen, val);
+		cfg->prefetch = on_off(val, vlen) ? NET_PREFETCH_ON : NET_PREFETCH_OFF;
+		return 0;
 	}
 }
 
@@ -204,6 +225,8 @@ int net_parse_opts(const char *arg, struct net_config *cfg, char *err, size_t er
 	}
 	if (!seen[KEY_TAP])
 		return fail(err, errlen, "--net: no TAP given; add tap=NAME (an existing TAP) or tap=auto");
+	if (seen[KEY_PREFETCH] && !cfg->vhost)
+		return fail(err, errlen, "--net: iotlb-prefetch= only applies to vhost=on; add vhost=on or drop it");
 	if (cfg->has_host_ip && !cfg->tap_auto)
 		return fail(err, errlen,
 			    "--net: host-ip= only works with tap=auto; moat leaves a TAP it did not create alone, so "

@@ -33,6 +33,8 @@
 
 /* iommu=: behind the virtio-iommu when there is one (the default), or not. */
 enum { NET_IOMMU_DEFAULT = 0, NET_IOMMU_ON, NET_IOMMU_OFF };
+/* iotlb-prefetch=: on or off, or moat's default (see devices/net/opts.c). */
+enum { NET_PREFETCH_DEFAULT = 0, NET_PREFETCH_ON, NET_PREFETCH_OFF };
 
 struct net_config {
 	char tap[NET_IFNAMSIZ]; /* the interface to attach; empty with tap_auto */
@@ -44,10 +46,13 @@ struct net_config {
 	uint8_t mac[6];         /* the guest's MAC; NET_DEFAULT_MAC when !has_mac */
 	uint16_t mtu;           /* 0: NET_MTU_DEFAULT */
 	int iommu;              /* NET_IOMMU_*: used by the VM builder, not by the device */
+	bool vhost;             /* vhost=on: the data path is the host kernel's vhost-net */
+	int prefetch;           /* NET_PREFETCH_*: vhost=on behind the IOMMU: push MAPs into vhost's IOTLB */
 };
 
 /*
- * Parse the value of --net: "tap=NAME|auto[,host-ip=A.B.C.D/N][,mac=XX:XX:XX:XX:XX:XX][,mtu=N]".
+ * Parse the value of --net: "tap=NAME|auto[,host-ip=A.B.C.D/N][,mac=XX:XX:XX:XX:XX:XX][,mtu=N]
+ * [,iommu=on|off][,vhost=on|off][,iotlb-prefetch=on|off]".
  * Fills every field of cfg (mac with the default when not given). -EINVAL with one sentence
  * in err that names the problem and the fix.
  */

@@ -84,4 +84,26 @@ const struct dma_as *virtio_iommu_endpoint_as(struct viommu_endpoint *ep);
 int virtio_iommu_endpoint_notifier(struct viommu_endpoint *ep, const struct iommu_notifier *n)
 	__attribute__((warn_unused_result));
 
+/* One run of an endpoint's translation, as a device IOTLB caches it. */
+struct viommu_run {
+	uint64_t iova;     /* where the run starts: the start of the page holding the address asked for */
+	uint64_t len;      /* bytes from iova, contiguous in the host, all with perm */
+	void *host;        /* host address of iova */
+	unsigned int perm; /* IOMMU_READ | IOMMU_WRITE: what the mapping allows, at least what was asked */
+};
+
+/*
+ * A device IOTLB miss (vhost): find the run holding iova for an access needing perm (IOMMU_READ and/or
+ * IOMMU_WRITE) -- from iova's page, at most max_len bytes, the same permissions throughout, merged across
+ * adjacent mappings that are contiguous in guest memory, clipped to one RAM region -- and pass it to fn
+ * WHILE the IOMMU's locks are held: no UNMAP or ATTACH can complete between the lookup and what fn does
+ * (push it into the cache), so the UNMAP's notifier always comes after and invalidates it. fn must not
+ * call into the IOMMU. A refused access (unmapped, permission denied, endpoint blocked) is recorded as a
+ * fault event for the guest, like any DMA fault, and returns -EFAULT; otherwise fn's result.
+ * -EINVAL: bad perm or max_len 0.
+ */
+int virtio_iommu_endpoint_resolve(struct viommu_endpoint *ep, uint64_t iova, unsigned int perm, uint64_t max_len,
+				  int (*fn)(void *arg, const struct viommu_run *run), void *arg)
+	__attribute__((warn_unused_result));
+
 #endif

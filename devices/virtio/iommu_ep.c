@@ -221,3 +221,73 @@ static int ep_translate(const struct dma_as *as, uint64_t iova, uint64_t len, un
 const struct dma_as_ops viommu_ep_as_ops = {
 	.translate = ep_translate,
 };
+
+/* ------------------------------------------------------------------ device IOTLB misses */
+
+struct ep_resolve {
+	struct virtio_iommu *v;
+	unsigned int perm;
+	int (*fn)(void *arg, const struct viommu_run *run);
+	void *arg;
+};
+
+/* Inside the domain's read lock (iommu_resolve): the run cannot be unmapped until fn is done. */
+static int ep_resolve_run(void *p, uint64_t iova, uint64_t gpa, uint64_t len, unsigned int perm)
+{
+	struct ep_resolve *r = p;
+	struct viommu_run run = { .iova = iova, .perm = perm & (IOMMU_READ | IOMMU_WRITE) };
+
+	/* moat maps no MMIO for devices, and the access needs every bit it asked for. */
+	if ((perm & IOMMU_MMIO) || (run.perm & r->perm) != r->perm)
+		return -EACCES;
+	/* GUEST: [gpa, gpa+len) comes from the page table; gm_as clips it to one RAM region or refuses it. */
+	if (r->v->gm_as.ops->translate(&r->v->gm_as, gpa, len, run.perm, &run.host, &run.len)) {
+		ctr_add(&r->v->ctr.bad_target, 1);
+		return -ENXIO;
+	}
+	return r->fn(r->arg, &run);
+}
+
+int virtio_iommu_endpoint_resolve(struct viommu_endpoint *ep, uint64_t iova, unsigned int perm, uint64_t max_len,
+				  int (*fn)(void *arg, const struct viommu_run *run), void *arg)
+{
+	struct virtio_iommu *v = ep->v;
+	struct ep_resolve r = { .v = v, .perm = perm, .fn = fn, .arg = arg };
+	struct viommu_fault_rec f = { .reason = 0 };
+	uint64_t page = iova & ~(IOMMU_PAGE_SIZE - 1);
+	int err;
+
+	if (!perm || (perm & ~(IOMMU_READ | IOMMU_WRITE)) || !max_len)
+		return -EINVAL;
+	/* GUEST: iova is what the device was asked to access; the page table bounds it. No wrap past 2^64. */
+	if (max_len - 1 > UINT64_MAX - page)
+		max_len = UINT64_MAX - page + 1;
+	pthread_rwlock_rdlock(&v->state);
+	f.endpoint = ep->id;
+	if (ep->dom && !ep->dom->bypass) {
+		err = iommu_resolve(ep->dom->d, page, max_len, ep_resolve_run, &r);
+		if (err == -ENOENT || err == -EACCES)
+			f.reason = VIRTIO_IOMMU_FAULT_R_MAPPING;
+	} else if (!ep->dom && !v->bypass) {
+		err = -EPERM;
+		f.reason = VIRTIO_IOMMU_FAULT_R_DOMAIN;
+	} else {
+		/* Bypass: identity over the RAM region, read-write; the state lock keeps it so until fn is done. */
+		struct viommu_run run = { .iova = page, .perm = IOMMU_READ | IOMMU_WRITE };
+
+		err = v->gm_as.ops->translate(&v->gm_as, page, max_len, run.perm, &run.host, &run.len);
+		if (err) {
+			ctr_add(&v->ctr.bad_target, 1);
+			err = -ENXIO;
+		} else {
+			err = fn(arg, &run);
+		}
+	}
+	pthread_rwlock_unlock(&v->state);
+	if (f.reason) {
+		f.flags = perm | VIRTIO_IOMMU_FAULT_F_ADDRESS;
+		f.address = iova;
+		fault_record(v, &f);
+	}
+	return f.reason || err == -ENXIO ? -EFAULT : err;
+}

@@ -19,20 +19,25 @@ static const uint64_t net_features =
 	BIT(HOST_TSO4) | BIT(HOST_TSO6) | BIT(HOST_ECN) | BIT(MRG_RXBUF) | BIT(STATUS) |
 	VIRTIO_BIT(VIRTIO_RING_F_INDIRECT_DESC) | VIRTIO_BIT(VIRTIO_RING_F_EVENT_IDX);
 
+uint64_t virtio_net_features(void)
+{
+	return net_features;
+}
+
 /* TAP offloads describe what the reader (the guest) accepts, so they follow the GUEST_* bits. */
-static unsigned int tun_offloads(const struct virtio_net *n)
+unsigned int virtio_net_tun_offloads(uint64_t driver_features)
 {
 	unsigned int f = 0;
 
 	/* The tun driver ignores TSO without CSUM; leave out what the guest cannot use either. */
-	if (!negotiated(n, VIRTIO_NET_F_GUEST_CSUM))
+	if (!(driver_features & BIT(GUEST_CSUM)))
 		return 0;
 	f |= TUN_F_CSUM;
-	if (negotiated(n, VIRTIO_NET_F_GUEST_TSO4))
+	if (driver_features & BIT(GUEST_TSO4))
 		f |= TUN_F_TSO4;
-	if (negotiated(n, VIRTIO_NET_F_GUEST_TSO6))
+	if (driver_features & BIT(GUEST_TSO6))
 		f |= TUN_F_TSO6;
-	if ((f & (TUN_F_TSO4 | TUN_F_TSO6)) && negotiated(n, VIRTIO_NET_F_GUEST_ECN))
+	if ((f & (TUN_F_TSO4 | TUN_F_TSO6)) && (driver_features & BIT(GUEST_ECN)))
 		f |= TUN_F_TSO_ECN;
 	return f;
 }
@@ -41,7 +46,7 @@ static int net_activate(struct virtio_dev *dev)
 {
 	struct virtio_net *n = to_net(dev);
 
-	return n->set_offload ? n->set_offload(n->offload_ctx, tun_offloads(n)) : 0;
+	return n->set_offload ? n->set_offload(n->offload_ctx, virtio_net_tun_offloads(dev->driver_features)) : 0;
 }
 
 static void net_reset(struct virtio_dev *dev)
@@ -70,23 +75,24 @@ static void net_queue_notify(struct virtio_dev *dev, unsigned int queue)
 		net_rx_drain(n, queue / 2);
 }
 
+int virtio_net_config_read(const uint8_t config[VIRTIO_NET_CFG_SIZE], uint32_t off, void *buf, uint32_t len)
+{
+	/* GUEST: off and len bounded against the config size without overflowing. */
+	if (off > VIRTIO_NET_CFG_SIZE || len > VIRTIO_NET_CFG_SIZE - off)
+		return -EINVAL;
+	memcpy(buf, config + off, len);
+	return 0;
+}
+
 static int net_config_read(struct virtio_dev *dev, uint32_t off, void *buf, uint32_t len)
 {
-	struct virtio_net *n = to_net(dev);
-
-	/* GUEST: off and len bounded against the config size without overflowing. */
-	if (off > sizeof(n->config) || len > sizeof(n->config) - off)
-		return -EINVAL;
-	memcpy(buf, n->config + off, len);
-	return 0;
+	return virtio_net_config_read(to_net(dev)->config, off, buf, len);
 }
 
 static int net_config_write(struct virtio_dev *dev, uint32_t off, const void *buf, uint32_t len)
 {
-	struct virtio_net *n = to_net(dev);
-
 	/* Every field is read-only for a VERSION_1 driver (the MAC is set with CTRL_MAC_ADDR, not offered). */
-	if (off > sizeof(n->config) || len > sizeof(n->config) - off)
+	if (off > VIRTIO_NET_CFG_SIZE || len > VIRTIO_NET_CFG_SIZE - off)
 		return -EINVAL;
 	return 0;
 }
@@ -127,31 +133,47 @@ static const struct virtio_dev_ops net_ops = {
 	.backend_fds = net_backend_fds,
 };
 
+
 static void put_le16(uint8_t *p, uint16_t v)
 {
 	p[0] = (uint8_t)v;
 	p[1] = (uint8_t)(v >> 8);
 }
 
-int virtio_net_new(int fd, const struct net_config *cfg, const struct dma_as *as,
-		   int (*set_offload)(void *ctx, unsigned int tun_flags), void *offload_ctx, struct virtio_net **out,
-		   char *err, size_t errlen)
+int virtio_net_config_init(uint8_t config[VIRTIO_NET_CFG_SIZE], const struct net_config *cfg, unsigned int npairs,
+			   char *err, size_t errlen)
 {
 	static const uint8_t default_mac[6] = NET_DEFAULT_MAC;
-	uint16_t sizes[2 * NET_MAX_PAIRS];
-	struct virtio_net *n;
-	uint16_t mtu;
-	int flags, r;
+	uint16_t mtu = net_config_mtu(cfg);
 
-	if (fd < 0 || !cfg || !as)
-		return set_err(err, errlen, -EINVAL,
-			       "virtio-net needs a back-end fd, a configuration and guest memory");
-	mtu = net_config_mtu(cfg);
 	if (mtu < NET_MTU_MIN || mtu > NET_MTU_MAX)
 		return set_err(err, errlen, -EINVAL, "virtio-net: MTU %u is not from %u to %u", mtu, NET_MTU_MIN,
 			       NET_MTU_MAX);
 	if (cfg->has_mac && (cfg->mac[0] & 1))
 		return set_err(err, errlen, -EINVAL, "virtio-net: the MAC address must be unicast (first byte even)");
+	memset(config, 0, VIRTIO_NET_CFG_SIZE);
+	memcpy(config + VIRTIO_NET_CFG_MAC, cfg->has_mac ? cfg->mac : default_mac, 6);
+	put_le16(config + VIRTIO_NET_CFG_STATUS, VIRTIO_NET_S_LINK_UP);
+	put_le16(config + VIRTIO_NET_CFG_MAX_PAIRS, (uint16_t)npairs);
+	put_le16(config + VIRTIO_NET_CFG_MTU, mtu);
+	return 0;
+}
+
+int virtio_net_new(int fd, const struct net_config *cfg, const struct dma_as *as,
+		   int (*set_offload)(void *ctx, unsigned int tun_flags), void *offload_ctx, struct virtio_net **out,
+		   char *err, size_t errlen)
+{
+	uint16_t sizes[2 * NET_MAX_PAIRS];
+	struct virtio_net *n;
+	uint8_t config[VIRTIO_NET_CFG_SIZE];
+	int flags, r;
+
+	if (fd < 0 || !cfg || !as)
+		return set_err(err, errlen, -EINVAL,
+			       "virtio-net needs a back-end fd, a configuration and guest memory");
+	r = virtio_net_config_init(config, cfg, NET_MAX_PAIRS, err, errlen);
+	if (r)
+		return r;
 	/* Never block the worker: EAGAIN is handled on both directions. */
 	flags = fcntl(fd, F_GETFL);
 	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
@@ -170,13 +192,10 @@ int virtio_net_new(int fd, const struct net_config *cfg, const struct dma_as *as
 		}
 		sizes[rx_queue(i)] = sizes[tx_queue(i)] = VIRTIO_NET_QUEUE_SIZE;
 	}
-	n->mtu = mtu;
+	n->mtu = net_config_mtu(cfg);
 	n->set_offload = set_offload;
 	n->offload_ctx = offload_ctx;
-	memcpy(n->config + VIRTIO_NET_CFG_MAC, cfg->has_mac ? cfg->mac : default_mac, 6);
-	put_le16(n->config + VIRTIO_NET_CFG_STATUS, VIRTIO_NET_S_LINK_UP);
-	put_le16(n->config + VIRTIO_NET_CFG_MAX_PAIRS, (uint16_t)n->npairs);
-	put_le16(n->config + VIRTIO_NET_CFG_MTU, mtu);
+	memcpy(n->config, config, sizeof(config));
 	r = virtio_dev_init(&n->dev, &net_ops, VIRTIO_ID_NET, net_features, 2 * n->npairs, sizes, as,
 			    (struct virtio_irq){ 0 });
 	if (r) {

@@ -107,4 +107,15 @@ void virtio_net_stats(const struct virtio_net *n, char *buf, size_t len);
 /* The same counters as numbers, with the same locking rule. */
 void virtio_net_counters(const struct virtio_net *n, struct virtio_net_counters *out);
 
+/*
+ * Shared with other virtio-net back ends (vhost): the device features moat offers, the configuration
+ * space for cfg (-EINVAL with err set for a bad MTU or MAC), reading it, and the TAP offloads
+ * (TUN_F_*) that a guest with driver_features accepts.
+ */
+uint64_t virtio_net_features(void);
+int virtio_net_config_init(uint8_t config[VIRTIO_NET_CFG_SIZE], const struct net_config *cfg, unsigned int npairs,
+			   char *err, size_t errlen) __attribute__((warn_unused_result));
+int virtio_net_config_read(const uint8_t config[VIRTIO_NET_CFG_SIZE], uint32_t off, void *buf, uint32_t len);
+unsigned int virtio_net_tun_offloads(uint64_t driver_features);
+
 #endif

@@ -41,6 +41,13 @@ enum virtio_irq_kind {
 /* Supplied by the transport: it knows whether this is an MSI-X vector, an ISR bit + INTx, ... */
 struct virtio_irq {
 	int (*fn)(void *ctx, enum virtio_irq_kind kind, unsigned int queue);
+	/*
+	 * For back ends that serve the rings outside moat (kernel vhost): the eventfd the driver's kicks on
+	 * queue signal, and the eventfd that raises queue's interrupt without moat (-1 when the driver gave
+	 * the queue no vector or did not enable MSI-X). The fds stay the transport's. NULL in transports
+	 * that have none; -errno.
+	 */
+	int (*queue_eventfds)(void *ctx, unsigned int queue, int *kick_fd, int *call_fd);
 	void *ctx;
 };
 
@@ -85,6 +92,11 @@ struct virtio_dev_ops {
 	 * waking another thread costs more than the work. Back-end fds still go to the worker.
 	 */
 	bool notify_inline;
+	/*
+	 * The back end reads the queues' kick eventfds itself (irq.queue_eventfds): the worker must not
+	 * consume them. queue_notify is then only called for kicks the transport could not deliver.
+	 */
+	bool kicks_elsewhere;
 };
 
 /* A queue as the transport configures it, and the running queue once enabled. */

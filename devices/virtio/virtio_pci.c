@@ -79,6 +79,20 @@ static int vp_irq(void *ctx, enum virtio_irq_kind kind, unsigned int queue)
 	return msix_notify(&vp->msix, vec);
 }
 
+static int vp_queue_eventfds(void *ctx, unsigned int queue, int *kick_fd, int *call_fd)
+{
+	struct virtio_pci *vp = ctx;
+	uint16_t vec;
+
+	if (queue >= vp->dev->nqueues)
+		return -EINVAL;
+	vec = vp->queue_vector[queue];
+	*kick_fd = vp->worker.kick_fd[queue];
+	/* An irqfd bypasses moat's MSI-X emulation: a masked vector's interrupt is dropped, not pended. */
+	*call_fd = msix_enabled(&vp->msix) && vec != VIRTIO_MSI_NO_VECTOR ? vm_msi_irqfd(vp->vm, vp->msi_id[vec]) : -1;
+	return 0;
+}
+
 static int vp_msix_route(void *ctx, unsigned int vec, uint64_t addr, uint32_t data, bool enable)
 {
 	struct virtio_pci *vp = ctx;
@@ -526,7 +540,7 @@ int virtio_pci_add(struct vm *vm, struct virtio_dev *dev, void (*free_dev)(void 
 	vp->dev = dev;
 	vp->vm = vm;
 	transport_reset(vp);
-	dev->irq = (struct virtio_irq){ .fn = vp_irq, .ctx = vp };
+	dev->irq = (struct virtio_irq){ .fn = vp_irq, .queue_eventfds = vp_queue_eventfds, .ctx = vp };
 
 	r = virtio_worker_init(&vp->worker, vm, dev, name);
 	if (r)

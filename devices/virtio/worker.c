@@ -70,6 +70,8 @@ int virtio_worker_init(struct virtio_worker *w, struct vm *vm, struct virtio_dev
 		if (w->kick_fd[q] < 0)
 			return -errno;
 		w->kick[q] = (struct virtio_worker_ref){ .w = w, .index = q };
+		if (dev->ops->kicks_elsewhere)
+			continue; /* the back end (vhost) polls them */
 		r = event_loop_add(&w->loop, w->kick_fd[q], EPOLLIN, on_kick, &w->kick[q]);
 		if (r)
 			return r;

@@ -1,13 +1,16 @@
 # Shared by the device scenario scripts (tests/e2e/net.sh, tests/e2e/blk.sh); sourced, not run.
 
 # device_args ARGS...: the scenario's extra arguments go to moat (EXTRA), except cmdline+=STR, appended to the
-# guest's command line (CMDLINE). --iommu sets IOMMU=1 and asks moat for its exit report (--log-level info).
+# guest's command line (CMDLINE), and dev+=OPTS, appended to the device's option (DEVOPTS, e.g. ",vhost=on").
+# --iommu sets IOMMU=1 and asks moat for its exit report (--log-level info).
 device_args() {
 	EXTRA=()
 	IOMMU=0
+	DEVOPTS=
 	for a in "$@"; do
 		case $a in
 		cmdline+=*) CMDLINE="$CMDLINE ${a#cmdline+=}" ;;
+		dev+=*) DEVOPTS="$DEVOPTS,${a#dev+=}" ;;
 		--iommu) IOMMU=1; EXTRA+=("$a") ;;
 		*) EXTRA+=("$a") ;;
 		esac

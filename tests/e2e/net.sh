@@ -37,7 +37,7 @@ iperf3 -s >"$W/iperf-server.log" 2>&1 &
 srv=$!
 
 "$MOAT_BIN" --kernel "$KERNEL" --initrd "$INITRD" --memory 512M \
-	--net "tap=auto,host-ip=$HOST_IP/24" ${EXTRA[@]+"${EXTRA[@]}"} \
+	--net "tap=auto,host-ip=$HOST_IP/24$DEVOPTS" ${EXTRA[@]+"${EXTRA[@]}"} \
 	--cmdline "$CMDLINE moat.scenario=net moat.ip=$GUEST_IP moat.peer=$HOST_IP moat.iperf=$SECS" \
 	--console "file:$W/console" --timeout 240 </dev/null 2>"$W/err" &
 pid=$!

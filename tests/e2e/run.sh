@@ -91,6 +91,10 @@ scenario blk 0 'blk check passed' '' '' -- @blk
 # default lazy invalidation, and strict (every unmap reaches the IOMMU before the buffer is reused).
 scenario iommu-net 0 'net check passed' '' '' -- @net --iommu
 scenario iommu-net-strict 0 'net check passed' '' '' -- @net --iommu cmdline+=iommu.strict=1
+# Kernel vhost-net data path: plain (IOVA == GPA), and with its device IOTLB served from the virtio-iommu.
+scenario vhost-net 0 'net check passed' '' '' -- @net dev+=vhost=on
+scenario vhost-iommu-net 0 'net check passed' '' '' -- @net --iommu dev+=vhost=on
+scenario vhost-iommu-net-strict 0 'net check passed' '' '' -- @net --iommu dev+=vhost=on cmdline+=iommu.strict=1
 scenario iommu-blk 0 'blk check passed' '' '' -- @blk --iommu
 scenario iommu-blk-strict 0 'blk check passed' '' '' -- @blk --iommu cmdline+=iommu.strict=1
 scenario rng 0 'MOAT_INIT_OK|RNG_CURRENT=virtio_rng|RNG_BYTES=256' "$FORBID_COMMON" '' -- \

@@ -11,10 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "devices/virtio/iommu.h"
 #include "devices/virtio/virtio.h"
 #include "tests/unit/virtq_mock.h"
+#include "vhost/iotlb.h"
+/* After moat's headers: it brings <linux/virtio_ring.h>, whose macros virtqueue.h also defines. */
+#include <linux/vhost_types.h>
 
 /*
  * The device against a driver-side mock: requestq rings at VQM_DESC, eventq rings at VQM_DESC2,
@@ -1163,4 +1168,324 @@ Test(virtio_iommu, translations_race_domain_changes)
 	cr_assert_gt(r.ok + r.refused, 0);
 	expect_tr(&t, 0, IOVA, K4, DMA_READ, VQM_R2, K4);
 	tio_down(&t);
+}
+
+/* ------------------------------------------------------------------ vhost device IOTLB */
+
+/*
+ * The vhost IOTLB service (vhost/iotlb.c) against real endpoints: the "vhost fd" is one end of a
+ * SOCK_SEQPACKET socketpair carrying struct vhost_msg_v2; the test plays the kernel on the other end.
+ */
+struct vt {
+	struct tio t;
+	struct vhost_iotlb io;
+	struct dma_as gm_as;
+	int fd[2]; /* [0] moat's end, [1] the fake vhost */
+};
+
+static int vt_resolve(void *ctx, uint64_t iova, unsigned int perm, uint64_t max_len,
+		      int (*emit)(void *arg, const struct viommu_run *run), void *arg)
+{
+	return virtio_iommu_endpoint_resolve(ctx, iova, perm, max_len, emit, arg);
+}
+
+static void vt_up(struct vt *v, const struct viommu_config *cfg, bool prefetch)
+{
+	tio_up(&v->t, cfg, 0);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, v->fd), 0);
+	dma_as_init_identity(&v->gm_as, &v->t.rq.gm);
+	cr_assert_eq(vhost_iotlb_init(&v->io, v->fd[0], vt_resolve, v->t.ep[0], &v->gm_as, prefetch), 0);
+	cr_assert_eq(virtio_iommu_endpoint_notifier(v->t.ep[0], vhost_iotlb_notifier(&v->io)), 0);
+	vhost_iotlb_set_active(&v->io, true);
+}
+
+static void vt_down(struct vt *v)
+{
+	vhost_iotlb_fini(&v->io);
+	close(v->fd[0]);
+	close(v->fd[1]);
+	tio_down(&v->t);
+}
+
+/* What vhost would queue on a miss. */
+static void vt_miss(struct vt *v, uint64_t iova, unsigned int perm)
+{
+	struct vhost_msg_v2 m = { .type = VHOST_IOTLB_MSG_V2 };
+
+	m.iotlb.iova = iova;
+	m.iotlb.perm = (uint8_t)perm;
+	m.iotlb.type = VHOST_IOTLB_MISS;
+	cr_assert_eq(write(v->fd[1], &m, sizeof(m)), (ssize_t)sizeof(m));
+}
+
+/* The next message moat wrote, or false if there is none. */
+static bool vt_next(struct vt *v, struct vhost_iotlb_msg *out)
+{
+	struct vhost_msg_v2 m;
+	ssize_t n = read(v->fd[1], &m, sizeof(m));
+
+	if (n < 0 && errno == EAGAIN)
+		return false;
+	cr_assert_eq(n, (ssize_t)sizeof(m), "moat writes whole 72-byte messages");
+	cr_assert_eq(m.type, VHOST_IOTLB_MSG_V2);
+	*out = m.iotlb;
+	return true;
+}
+
+static void vt_expect(struct vt *v, uint8_t type, uint64_t iova, uint64_t size, uint64_t gpa, uint8_t perm)
+{
+	struct vhost_iotlb_msg m;
+
+	cr_assert(vt_next(v, &m), "a message (type %u iova %#llx) was written", type, (unsigned long long)iova);
+	cr_assert_eq(m.type, type, "type %u, want %u", m.type, type);
+	cr_assert_eq(m.iova, iova, "iova %#llx, want %#llx", (unsigned long long)m.iova, (unsigned long long)iova);
+	cr_assert_eq(m.size, size, "size %#llx, want %#llx", (unsigned long long)m.size, (unsigned long long)size);
+	if (type == VHOST_IOTLB_UPDATE) {
+		cr_assert_eq(m.uaddr, (uint64_t)(uintptr_t)vqm_host(&v->t.rq, gpa, 1), "uaddr is gpa %#llx's host address",
+			     (unsigned long long)gpa);
+		cr_assert_eq(m.perm, perm, "perm %u, want %u", m.perm, perm);
+	}
+}
+
+static void vt_expect_none(struct vt *v)
+{
+	struct vhost_iotlb_msg m;
+
+	cr_assert_not(vt_next(v, &m), "no message expected, got type %u iova %#llx", m.type,
+		      (unsigned long long)m.iova);
+}
+
+Test(vhost_iotlb, miss_answered_with_the_merged_run)
+{
+	struct vt v;
+	struct vhost_iotlb_counters c;
+
+	vt_up(&v, NULL, false);
+	cr_assert_eq(attach(&v.t, 1, EP_A, 0), S(OK));
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
+	/* Two adjacent RW mappings contiguous in GPA, then a read-only one: one run of 3 pages. */
+	cr_assert_eq(map(&v.t, 1, IOVA, IOVA + K4 - 1, VQM_R2, RW), S(OK));
+	cr_assert_eq(map(&v.t, 1, IOVA + K4, IOVA + 3 * K4 - 1, VQM_R2 + K4, RW), S(OK));
+	cr_assert_eq(map(&v.t, 1, IOVA + 3 * K4, IOVA + 4 * K4 - 1, VQM_R2 + 3 * K4, R), S(OK));
+	vt_miss(&v, IOVA + 0x10, VHOST_ACCESS_RO);
+	cr_assert_eq(vhost_iotlb_serve(&v.io), 1);
+	/* The whole RW run from the missed page, with the mapping's permissions (more than the miss asked). */
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA, 3 * K4, VQM_R2, VHOST_ACCESS_RW);
+	/* A miss in the middle of a page starts the entry at that page. */
+	vt_miss(&v, IOVA + 2 * K4 + 0x7ff, VHOST_ACCESS_WO);
+	cr_assert_eq(vhost_iotlb_serve(&v.io), 1);
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA + 2 * K4, K4, VQM_R2 + 2 * K4, VHOST_ACCESS_RW);
+	vt_miss(&v, IOVA + 3 * K4, VHOST_ACCESS_RO);
+	cr_assert_eq(vhost_iotlb_serve(&v.io), 1);
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA + 3 * K4, K4, VQM_R2 + 3 * K4, VHOST_ACCESS_RO);
+	vt_expect_none(&v);
+	vhost_iotlb_counters(&v.io, &c);
+	cr_assert_eq(c.misses, 3);
+	cr_assert_eq(c.updates, 3);
+	cr_assert_eq(c.faults, 0);
+	cr_assert_gt(vhost_iotlb_quantile_us(&c, 0.5), 0);
+	vt_down(&v);
+}
+
+Test(vhost_iotlb, run_stops_where_host_memory_does)
+{
+	struct vt v;
+
+	vt_up(&v, NULL, false);
+	cr_assert_eq(attach(&v.t, 1, EP_A, 0), S(OK));
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
+	/* Contiguous in IOVA and GPA across the R0/R1 boundary: two host runs, so two entries. */
+	cr_assert_eq(map(&v.t, 1, IOVA, IOVA + 2 * K4 - 1, VQM_R1 - K4, RW), S(OK));
+	vt_miss(&v, IOVA + 8, VHOST_ACCESS_RW);
+	vt_miss(&v, IOVA + K4 + 8, VHOST_ACCESS_RW);
+	cr_assert_eq(vhost_iotlb_serve(&v.io), 2);
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA, K4, VQM_R1 - K4, VHOST_ACCESS_RW);
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA + K4, K4, VQM_R1, VHOST_ACCESS_RW);
+	vt_down(&v);
+}
+
+Test(vhost_iotlb, refused_misses_are_faults_and_get_no_entry)
+{
+	struct vt v;
+	struct vhost_iotlb_counters c;
+	uint64_t buf;
+
+	vt_up(&v, NULL, false);
+	buf = add_evbuf(&v.t, sizeof(struct virtio_iommu_fault));
+	/* Not attached, bypass off: blocked. */
+	vt_miss(&v, IOVA, VHOST_ACCESS_RO);
+	cr_assert_eq(vhost_iotlb_serve(&v.io), 1);
+	vt_expect_none(&v);
+	fault_event(&v.t);
+	expect_event(&v.t, 0, buf, VIRTIO_IOMMU_FAULT_R_DOMAIN, R | FA, EP_A, IOVA);
+	cr_assert_eq(attach(&v.t, 1, EP_A, 0), S(OK));
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0); /* the endpoint changed domain */
+	cr_assert_eq(map(&v.t, 1, IOVA, IOVA + K4 - 1, VQM_R2, R), S(OK));
+	buf = add_evbuf(&v.t, sizeof(struct virtio_iommu_fault));
+	/* A write to a read-only mapping, and a read of an unmapped IOVA. */
+	vt_miss(&v, IOVA + 0x40, VHOST_ACCESS_WO);
+	vt_miss(&v, IOVA + K4, VHOST_ACCESS_RO);
+	/* Garbage: a message type vhost never sends to user space. */
+	{
+		struct vhost_msg_v2 m = { .type = VHOST_IOTLB_MSG_V2 };
+
+		m.iotlb.type = VHOST_IOTLB_UPDATE;
+		cr_assert_eq(write(v.fd[1], &m, sizeof(m)), (ssize_t)sizeof(m));
+		m.type = 7;
+		cr_assert_eq(write(v.fd[1], &m, sizeof(m)), (ssize_t)sizeof(m));
+		cr_assert_eq(write(v.fd[1], &m, 10), 10);
+	}
+	cr_assert_eq(vhost_iotlb_serve(&v.io), 5);
+	vt_expect_none(&v);
+	fault_event(&v.t);
+	expect_event(&v.t, 1, buf, VIRTIO_IOMMU_FAULT_R_MAPPING, W | FA, EP_A, IOVA + 0x40);
+	vhost_iotlb_counters(&v.io, &c);
+	cr_assert_eq(c.misses, 3);
+	cr_assert_eq(c.faults, 3);
+	cr_assert_eq(c.updates, 0);
+	cr_assert_eq(c.errors, 3, "three unusable messages counted");
+	vt_down(&v);
+}
+
+Test(vhost_iotlb, bypass_gives_the_whole_region)
+{
+	struct viommu_config cfg = def_cfg;
+	struct vt v;
+
+	cfg.bypass = true;
+	vt_up(&v, &cfg, false);
+	vt_miss(&v, VQM_R2 + 0x1234, VHOST_ACCESS_WO);
+	cr_assert_eq(vhost_iotlb_serve(&v.io), 1);
+	vt_expect(&v, VHOST_IOTLB_UPDATE, VQM_R2 + 0x1000, VQM_R2_SIZE - 0x1000, VQM_R2 + 0x1000, VHOST_ACCESS_RW);
+	/* The hole is not RAM: refused, without a fault event (the IOMMU allowed it). */
+	vt_miss(&v, VQM_HOLE, VHOST_ACCESS_RO);
+	cr_assert_eq(vhost_iotlb_serve(&v.io), 1);
+	vt_expect_none(&v);
+	cr_assert_not(fault_fd_ready(&v.t));
+	vt_down(&v);
+}
+
+/* Registered after the IOTLB's notifier: sees what vhost had been told when the notifiers ran. */
+struct order_probe {
+	struct vt *v;
+	struct iommu_notifier n;
+	unsigned int calls;
+	bool invalidate_was_written;
+	uint16_t used_idx;
+};
+
+static void probe_unmapped(void *ctx, uint64_t iova, uint64_t len)
+{
+	struct order_probe *p = ctx;
+	struct vhost_msg_v2 m;
+
+	p->calls++;
+	p->used_idx = vqm_used_idx(&p->v->t.rq);
+	p->invalidate_was_written = recv(p->v->fd[1], &m, sizeof(m), MSG_PEEK | MSG_DONTWAIT) == (ssize_t)sizeof(m) &&
+				    m.iotlb.type == VHOST_IOTLB_INVALIDATE && m.iotlb.iova == iova &&
+				    m.iotlb.size == len;
+}
+
+Test(vhost_iotlb, unmap_invalidates_before_the_request_completes)
+{
+	struct vt v;
+	struct order_probe p = { .v = &v };
+	uint16_t before;
+
+	vt_up(&v, NULL, false);
+	p.n = (struct iommu_notifier){ .unmapped = probe_unmapped, .ctx = &p };
+	cr_assert_eq(virtio_iommu_endpoint_notifier(v.t.ep[0], &p.n), 0);
+	cr_assert_eq(attach(&v.t, 1, EP_A, 0), S(OK));
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
+	cr_assert_eq(map(&v.t, 1, IOVA, IOVA + K4 - 1, VQM_R2, RW), S(OK));
+	cr_assert_eq(map(&v.t, 1, IOVA + K4, IOVA + 2 * K4 - 1, VQM_R2 + K4, RW), S(OK));
+	vt_miss(&v, IOVA, VHOST_ACCESS_RO);
+	cr_assert_eq(vhost_iotlb_serve(&v.io), 1);
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA, 2 * K4, VQM_R2, VHOST_ACCESS_RW);
+	before = vqm_used_idx(&v.t.rq);
+	p.calls = 0;
+	cr_assert_eq(unmap(&v.t, 1, IOVA + K4, IOVA + 2 * K4 - 1), S(OK));
+	cr_assert_eq(p.calls, 1);
+	cr_assert(p.invalidate_was_written, "INVALIDATE was on the vhost fd when the notifiers ran");
+	cr_assert_eq(p.used_idx, before, "... and the UNMAP had not completed yet");
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, IOVA + K4, K4, 0, 0);
+	/* DETACH: everything goes. */
+	cr_assert_eq(detach(&v.t, 1, EP_A), S(OK));
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
+	vt_expect_none(&v);
+	vt_down(&v);
+}
+
+Test(vhost_iotlb, nothing_is_sent_before_the_backend_has_an_iotlb)
+{
+	struct vt v;
+	struct vhost_iotlb_counters c;
+
+	vt_up(&v, NULL, true);
+	vhost_iotlb_set_active(&v.io, false);
+	cr_assert_eq(attach(&v.t, 1, EP_A, 0), S(OK));
+	cr_assert_eq(map(&v.t, 1, IOVA, IOVA + K4 - 1, VQM_R2, RW), S(OK));
+	cr_assert_eq(unmap(&v.t, 1, IOVA, IOVA + K4 - 1), S(OK));
+	vt_expect_none(&v);
+	vhost_iotlb_counters(&v.io, &c);
+	cr_assert_eq(c.invalidations + c.prefetches + c.errors, 0);
+	vt_down(&v);
+}
+
+Test(vhost_iotlb, prefetch_pushes_maps)
+{
+	struct vt v;
+	struct vhost_iotlb_counters c;
+
+	vt_up(&v, NULL, true);
+	cr_assert_eq(attach(&v.t, 1, EP_A, 0), S(OK));
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
+	cr_assert_eq(map(&v.t, 1, IOVA, IOVA + 2 * K4 - 1, VQM_R2, R), S(OK));
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA, 2 * K4, VQM_R2, VHOST_ACCESS_RO);
+	/* Across the R0/R1 boundary: one UPDATE per host run. */
+	cr_assert_eq(map(&v.t, 1, IOVA + 0x10000, IOVA + 0x10000 + 2 * K4 - 1, VQM_R1 - K4, RW), S(OK));
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA + 0x10000, K4, VQM_R1 - K4, VHOST_ACCESS_RW);
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA + 0x10000 + K4, K4, VQM_R1, VHOST_ACCESS_RW);
+	/* Not RAM: nothing to push (a miss there will be refused). */
+	cr_assert_eq(map(&v.t, 1, IOVA + 0x20000, IOVA + 0x20000 + K4 - 1, VQM_HOLE, RW), S(OK));
+	vt_expect_none(&v);
+	vhost_iotlb_counters(&v.io, &c);
+	cr_assert_eq(c.prefetches, 3);
+	cr_assert_eq(c.misses, 0);
+	vt_down(&v);
+}
+
+Test(vhost_iotlb, fill_covers_a_ring_or_fails)
+{
+	struct vt v;
+
+	vt_up(&v, NULL, false);
+	cr_assert_eq(attach(&v.t, 1, EP_A, 0), S(OK));
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
+	cr_assert_eq(map(&v.t, 1, IOVA, IOVA + K4 - 1, VQM_R2, RW), S(OK));
+	cr_assert_eq(map(&v.t, 1, IOVA + K4, IOVA + 2 * K4 - 1, VQM_R2 + 4 * K4, RW), S(OK));
+	/* A ring over two mappings that are not contiguous in GPA: two entries. */
+	cr_assert_eq(vhost_iotlb_fill(&v.io, IOVA + 0x800, K4, VHOST_ACCESS_WO), 0);
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA, K4, VQM_R2, VHOST_ACCESS_RW);
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA + K4, K4, VQM_R2 + 4 * K4, VHOST_ACCESS_RW);
+	/* Running off the end of what is mapped: refused after what could be pushed. */
+	cr_assert_eq(vhost_iotlb_fill(&v.io, IOVA + K4, 2 * K4, VHOST_ACCESS_RO), -EFAULT);
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA + K4, K4, VQM_R2 + 4 * K4, VHOST_ACCESS_RW);
+	vt_expect_none(&v);
+	cr_assert_eq(vhost_iotlb_fill(&v.io, IOVA, 0, VHOST_ACCESS_RO), -EINVAL);
+	cr_assert_eq(vhost_iotlb_fill(&v.io, UINT64_MAX - 8, 16, VHOST_ACCESS_RO), -EINVAL);
+	vt_down(&v);
+}
+
+Test(vhost_iotlb, latency_quantiles)
+{
+	struct vhost_iotlb_counters c;
+
+	memset(&c, 0, sizeof(c));
+	cr_assert_eq(vhost_iotlb_quantile_us(&c, 0.5), 0, "no misses, no latency");
+	c.hist[0] = 98; /* under 1 us */
+	c.hist[9] = 2;  /* [16, 24) us */
+	cr_assert_float_eq(vhost_iotlb_quantile_us(&c, 0.5), 1.0, 1e-9);
+	cr_assert_float_eq(vhost_iotlb_quantile_us(&c, 0.99), 24.0, 1e-9);
+	cr_assert_float_eq(vhost_iotlb_quantile_us(&c, 1.0), 24.0, 1e-9);
 }

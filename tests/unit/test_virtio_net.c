@@ -1282,7 +1282,11 @@ Test(virtio_net, parse_opts_bad)
 		{ "tap=t0,mtu=abc", "from 68 to 65521" },
 		{ "tap=t0,mtu=-1", "from 68 to 65521" },
 		{ "tap=t0,mtu=99999999999", "from 68 to 65521" },
-		{ "tap=t0,vhost=on", "not built yet" },
+		{ "tap=t0,vhost=yes", "vhost='yes' is not on or off" },
+		{ "tap=t0,vhost=on,iotlb-prefetch=1", "iotlb-prefetch='1' is not on or off" },
+		{ "tap=t0,iotlb-prefetch=on", "only applies to vhost=on" },
+		{ "tap=t0,vhost=off,iotlb-prefetch=off", "only applies to vhost=on" },
+		{ "tap=t0,vhost=on,vhost=off", "twice" },
 	};
 
 	for (unsigned int i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -1294,4 +1298,25 @@ Test(virtio_net, parse_opts_bad)
 				   err, bad[i].says);
 		cr_assert_not_null(strstr(err, "--net"), "'%s': message names the option", bad[i].arg);
 	}
+}
+
+Test(virtio_net, parse_opts_vhost)
+{
+	struct net_config c;
+	char err[256] = "";
+
+	cr_assert_eq(net_parse_opts("tap=t0", &c, err, sizeof(err)), 0, "%s", err);
+	cr_assert(!c.vhost);
+	cr_assert_eq(c.prefetch, NET_PREFETCH_DEFAULT);
+	cr_assert_eq(net_parse_opts("tap=t0,vhost=on", &c, err, sizeof(err)), 0, "%s", err);
+	cr_assert(c.vhost);
+	cr_assert_eq(c.prefetch, NET_PREFETCH_DEFAULT);
+	cr_assert_eq(net_parse_opts("tap=auto,vhost=on,iotlb-prefetch=off,iommu=on", &c, err, sizeof(err)), 0, "%s", err);
+	cr_assert(c.vhost);
+	cr_assert_eq(c.prefetch, NET_PREFETCH_OFF);
+	cr_assert_eq(c.iommu, NET_IOMMU_ON);
+	cr_assert_eq(net_parse_opts("tap=t0,iotlb-prefetch=on,vhost=on", &c, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.prefetch, NET_PREFETCH_ON);
+	cr_assert_eq(net_parse_opts("tap=t0,vhost=off", &c, err, sizeof(err)), 0, "%s", err);
+	cr_assert(!c.vhost);
 }

@@ -1,0 +1,352 @@
+#include "vhost/iotlb.h"
+
+#include <errno.h>
+#include <linux/vhost_types.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmm/sandbox.h"
+#include "vmm/vm.h"
+
+_Static_assert(sizeof(struct vhost_msg_v2) == 72, "the vhost IOTLB message v2 is 72 bytes");
+_Static_assert(VHOST_ACCESS_RO == IOMMU_READ && VHOST_ACCESS_WO == IOMMU_WRITE,
+	       "vhost access bits are the IOMMU's permission bits");
+
+/* An UPDATE covers at most this much: the whole IOVA space the page tables translate. */
+#define IOTLB_MAX_RUN (IOMMU_IOVA_LAST + 1)
+
+static void add(uint64_t *c, uint64_t n)
+{
+	__atomic_fetch_add(c, n, __ATOMIC_RELAXED);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Bucket 0: under 1 us; then two per octave: [1, 1.5), [1.5, 2), [2, 3), [3, 4), [4, 6) ... us. */
+static unsigned int hist_bucket(uint64_t ns)
+{
+	uint64_t v = ns / 500; /* half microseconds */
+	unsigned int k, idx;
+
+	if (v < 2)
+		return 0;
+	k = 63u - (unsigned int)__builtin_clzll(v);
+	idx = 1 + 2 * (k - 1) + ((v - (1ull << k)) >= (1ull << (k - 1)));
+	return idx < VHOST_IOTLB_HIST ? idx : VHOST_IOTLB_HIST - 1;
+}
+
+static double bucket_upper_us(unsigned int idx)
+{
+	unsigned int k = (idx - 1) / 2 + 1, half = (idx - 1) % 2;
+
+	if (idx == 0)
+		return 1.0;
+	return (double)((1ull << k) + (half + 1) * (1ull << (k - 1))) / 2.0;
+}
+
+double vhost_iotlb_quantile_us(const struct vhost_iotlb_counters *c, double q)
+{
+	uint64_t total = 0, want, seen = 0;
+
+	for (unsigned int i = 0; i < VHOST_IOTLB_HIST; i++)
+		total += c->hist[i];
+	if (!total)
+		return 0;
+	want = (uint64_t)(q * (double)total + 0.999999);
+	if (want < 1)
+		want = 1;
+	for (unsigned int i = 0; i < VHOST_IOTLB_HIST; i++) {
+		seen += c->hist[i];
+		if (seen >= want)
+			return bucket_upper_us(i);
+	}
+	return bucket_upper_us(VHOST_IOTLB_HIST - 1);
+}
+
+static int send_msg(struct vhost_iotlb *t, uint8_t type, uint64_t iova, uint64_t size, uint64_t uaddr,
+		    unsigned int perm)
+{
+	struct vhost_msg_v2 m;
+	ssize_t n;
+
+	memset(&m, 0, sizeof(m));
+	m.type = VHOST_IOTLB_MSG_V2;
+	m.iotlb.iova = iova;
+	m.iotlb.size = size;
+	m.iotlb.uaddr = uaddr;
+	m.iotlb.perm = (uint8_t)perm;
+	m.iotlb.type = type;
+	do
+		n = write(t->fd, &m, sizeof(m));
+	while (n < 0 && errno == EINTR);
+	if (n == (ssize_t)sizeof(m))
+		return 0;
+	add(&t->c.errors, 1);
+	return n < 0 ? -errno : -EIO;
+}
+
+/* emit for resolve: called with the IOMMU's locks held, so the UPDATE lands before any later INVALIDATE. */
+static int emit_update(void *arg, const struct viommu_run *run)
+{
+	struct vhost_iotlb *t = arg;
+	int r = send_msg(t, VHOST_IOTLB_UPDATE, run->iova, run->len, (uint64_t)(uintptr_t)run->host, run->perm);
+
+	if (!r)
+		add(&t->c.updates, 1);
+	return r;
+}
+
+void vhost_iotlb_invalidate(struct vhost_iotlb *t, uint64_t iova, uint64_t len)
+{
+	if (!__atomic_load_n(&t->active, __ATOMIC_ACQUIRE))
+		return; /* no IOTLB in the back end yet: nothing cached to invalidate */
+	if (!send_msg(t, VHOST_IOTLB_INVALIDATE, iova, len, 0, 0))
+		add(&t->c.invalidations, 1);
+}
+
+static void on_unmapped(void *ctx, uint64_t iova, uint64_t len)
+{
+	vhost_iotlb_invalidate(ctx, iova, len);
+}
+
+/* A guest MAP, under the domain's write lock: push it so that vhost does not miss on it. */
+static void on_mapped(void *ctx, uint64_t iova, uint64_t gpa, uint64_t len, unsigned int perm)
+{
+	struct vhost_iotlb *t = ctx;
+
+	perm &= IOMMU_READ | IOMMU_WRITE;
+	if (!t->prefetch || !perm || (perm & IOMMU_MMIO) || !__atomic_load_n(&t->active, __ATOMIC_ACQUIRE))
+		return;
+	while (len) {
+		void *host;
+		uint64_t run;
+
+		/* GUEST: [gpa, gpa+len) is the guest's MAP; gm_as clips it to RAM (a MAP outside RAM is skipped). */
+		if (t->gm_as->ops->translate(t->gm_as, gpa, len, perm, &host, &run) || !run || run > len)
+			return;
+		if (send_msg(t, VHOST_IOTLB_UPDATE, iova, run, (uint64_t)(uintptr_t)host, perm))
+			return;
+		add(&t->c.prefetches, 1);
+		iova += run;
+		gpa += run;
+		len -= run;
+	}
+}
+
+int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resolve, void *resolve_ctx,
+		     const struct dma_as *gm_as, bool prefetch)
+{
+	memset(t, 0, sizeof(*t));
+	t->fd = fd;
+	t->resolve = resolve;
+	t->resolve_ctx = resolve_ctx;
+	t->gm_as = gm_as;
+	t->prefetch = prefetch;
+	t->notifier = (struct iommu_notifier){ .unmapped = on_unmapped, .mapped = on_mapped, .ctx = t };
+	t->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	return t->stop_fd < 0 ? -errno : 0;
+}
+
+void vhost_iotlb_fini(struct vhost_iotlb *t)
+{
+	vhost_iotlb_stop(t);
+	if (t->stop_fd >= 0)
+		close(t->stop_fd);
+	t->stop_fd = -1;
+}
+
+const struct iommu_notifier *vhost_iotlb_notifier(struct vhost_iotlb *t)
+{
+	return &t->notifier;
+}
+
+void vhost_iotlb_set_active(struct vhost_iotlb *t, bool active)
+{
+	__atomic_store_n(&t->active, active, __ATOMIC_RELEASE);
+}
+
+struct fill_arg {
+	struct vhost_iotlb *t;
+	uint64_t end; /* where the pushed run ends */
+};
+
+static int emit_fill(void *arg, const struct viommu_run *run)
+{
+	struct fill_arg *f = arg;
+	int r = emit_update(f->t, run);
+
+	if (!r)
+		f->end = run->iova + run->len;
+	return r;
+}
+
+int vhost_iotlb_fill(struct vhost_iotlb *t, uint64_t iova, uint64_t len, unsigned int perm)
+{
+	uint64_t end;
+
+	if (!len || __builtin_add_overflow(iova, len, &end))
+		return -EINVAL;
+	while (iova < end) {
+		struct fill_arg f = { .t = t, .end = 0 };
+		/* Whole runs, not just the ring's bytes: the buffers the guest puts next to it hit too. */
+		int r = t->resolve(t->resolve_ctx, iova, perm, IOTLB_MAX_RUN, emit_fill, &f);
+
+		if (r)
+			return r;
+		if (f.end <= iova)
+			return -EFAULT; /* a resolver that made no progress: never loop on it */
+		iova = f.end;
+	}
+	return 0;
+}
+
+/* One miss: resolve it and answer with an UPDATE, or count the fault (the IOMMU reported it to the guest). */
+static void serve_miss(struct vhost_iotlb *t, const struct vhost_iotlb_msg *m)
+{
+	uint64_t t0 = now_ns(), dt;
+	unsigned int perm = m->perm & (IOMMU_READ | IOMMU_WRITE);
+	int r;
+
+	add(&t->c.misses, 1);
+	/* GUEST: the IOVA comes from the guest's rings through vhost; resolve bounds it with the page table. */
+	r = perm ? t->resolve(t->resolve_ctx, m->iova, perm, IOTLB_MAX_RUN, emit_update, t) : -EINVAL;
+	if (r) {
+		add(&t->c.faults, 1);
+		if (t->vm && !t->warned) {
+			t->warned = true;
+			log_warn(&t->vm->log,
+				 "%s: the device accessed IOVA 0x%llx (%s) that the guest has not mapped; the queue "
+				 "stops until the driver resets the device (reported as an IOMMU fault; further faults "
+				 "are only counted)",
+				 t->name, (unsigned long long)m->iova, perm == IOMMU_WRITE ? "write" : "read");
+		}
+	}
+	dt = now_ns() - t0;
+	t->c.service_ns += dt;
+	if (dt > t->c.service_max_ns)
+		t->c.service_max_ns = dt;
+	t->c.hist[hist_bucket(dt)]++;
+}
+
+int vhost_iotlb_serve(struct vhost_iotlb *t)
+{
+	int n = 0;
+
+	for (;;) {
+		struct vhost_msg_v2 m;
+		ssize_t got = read(t->fd, &m, sizeof(m));
+
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN ? n : -errno;
+		}
+		if (got == 0)
+			return n;
+		n++;
+		if (got != (ssize_t)sizeof(m) || m.type != VHOST_IOTLB_MSG_V2 || m.iotlb.type != VHOST_IOTLB_MISS) {
+			add(&t->c.errors, 1);
+			continue;
+		}
+		serve_miss(t, &m.iotlb);
+	}
+}
+
+static void *iotlb_thread(void *arg)
+{
+	struct vhost_iotlb *t = arg;
+	struct pollfd pfd[2] = { { .fd = t->fd, .events = POLLIN }, { .fd = t->stop_fd, .events = POLLIN } };
+	int r = sandbox_apply(THREAD_VHOST, t->vm->cfg.seccomp, NULL);
+
+	if (r) {
+		vm_request_stop(t->vm, VM_STOP_ERROR,
+				"%s: cannot apply the seccomp sandbox: %s; rerun with --seccomp off to debug (this runs "
+				"the guest unsandboxed)",
+				t->name, strerror(-r));
+		return NULL;
+	}
+	for (;;) {
+		r = poll(pfd, 2, -1);
+		if (r < 0 && errno != EINTR) {
+			vm_request_stop(t->vm, VM_STOP_ERROR, "%s: poll failed: %s", t->name, strerror(errno));
+			break;
+		}
+		if (pfd[1].revents)
+			break;
+		if (pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+			vm_request_stop(t->vm, VM_STOP_ERROR, "%s: the vhost fd failed", t->name);
+			break;
+		}
+		if (pfd[0].revents & POLLIN) {
+			r = vhost_iotlb_serve(t);
+			if (r < 0) {
+				vm_request_stop(t->vm, VM_STOP_ERROR, "%s: reading IOTLB misses failed: %s", t->name,
+						strerror(-r));
+				break;
+			}
+		}
+	}
+	return NULL;
+}
+
+int vhost_iotlb_start(struct vhost_iotlb *t, struct vm *vm, const char *name)
+{
+	int r;
+
+	t->vm = vm;
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	r = pthread_create(&t->thread, NULL, iotlb_thread, t);
+	if (r)
+		return -r;
+	pthread_setname_np(t->thread, t->name);
+	t->started = true;
+	return 0;
+}
+
+void vhost_iotlb_stop(struct vhost_iotlb *t)
+{
+	uint64_t one = 1;
+
+	if (!t->started)
+		return;
+	if (write(t->stop_fd, &one, sizeof(one)) < 0)
+		return;
+	pthread_join(t->thread, NULL);
+	t->started = false;
+}
+
+void vhost_iotlb_counters(const struct vhost_iotlb *t, struct vhost_iotlb_counters *out)
+{
+	const uint64_t *src = (const uint64_t *)&t->c;
+	uint64_t *dst = (uint64_t *)out;
+
+	/* Every field is a uint64_t: read each one atomically, the thread keeps writing them. */
+	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+}
+
+void vhost_iotlb_stats(const struct vhost_iotlb *t, char *buf, size_t len)
+{
+	struct vhost_iotlb_counters c;
+	uint64_t served;
+
+	vhost_iotlb_counters(t, &c);
+	served = c.misses ? c.misses : 1;
+	snprintf(buf, len,
+		 "iotlb: %llu misses, %llu updates, %llu prefetched, %llu invalidations, %llu faults, %llu errors; "
+		 "miss service p50 <= %.1f us, p99 <= %.1f us, mean %.1f us, max %.1f us",
+		 (unsigned long long)c.misses, (unsigned long long)c.updates, (unsigned long long)c.prefetches,
+		 (unsigned long long)c.invalidations, (unsigned long long)c.faults, (unsigned long long)c.errors,
+		 vhost_iotlb_quantile_us(&c, 0.5), vhost_iotlb_quantile_us(&c, 0.99),
+		 (double)c.service_ns / 1000.0 / (double)served, (double)c.service_max_ns / 1000.0);
+}

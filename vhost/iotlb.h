@@ -1,0 +1,106 @@
+/*
+ * The device IOTLB of a kernel vhost back end, served from moat's IOMMU page tables.
+ *
+ * With VIRTIO_F_ACCESS_PLATFORM and VHOST_BACKEND_F_IOTLB_MSG_V2 negotiated, vhost addresses the rings
+ * and buffers by IOVA and keeps its own cache of IOVA -> host address entries. A miss makes it queue a
+ * VHOST_IOTLB_MISS message on the vhost fd and park the queue; this module's thread reads it, resolves
+ * the IOVA through the device's IOMMU endpoint and writes back a VHOST_IOTLB_UPDATE covering the largest
+ * run from the missed page that has one permission and is contiguous in the host. Guest UNMAPs (and
+ * endpoint changes) become VHOST_IOTLB_INVALIDATE messages written from the IOMMU's notifier, before the
+ * UNMAP request completes; with prefetch on, a guest MAP is pushed as an UPDATE at once.
+ *
+ * Ordering, the security point: an UPDATE is written while the IOMMU's locks are held
+ * (virtio_iommu_endpoint_resolve), and an UNMAP's INVALIDATE is written under the domain's write lock,
+ * so an UPDATE can never land after the INVALIDATE of the UNMAP that removed it.
+ *
+ * The fd is the vhost fd (or, in tests, one end of a SOCK_SEQPACKET socketpair carrying the same
+ * 72-byte struct vhost_msg_v2 messages).
+ */
+#ifndef MOAT_VHOST_IOTLB_H
+#define MOAT_VHOST_IOTLB_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "devices/virtio/iommu.h"
+#include "iommu/iommu.h"
+#include "vmm/dma.h"
+
+struct vm;
+
+/* Miss-service latency histogram: two buckets per octave of microseconds, up to 2^20 us. */
+#define VHOST_IOTLB_HIST 42
+
+/* Resolve iova for perm and call emit with the run while translations cannot change (the endpoint's). */
+typedef int (*vhost_iotlb_resolve_fn)(void *ctx, uint64_t iova, unsigned int perm, uint64_t max_len,
+				      int (*emit)(void *arg, const struct viommu_run *run), void *arg);
+
+struct vhost_iotlb_counters {
+	uint64_t misses;        /* VHOST_IOTLB_MISS messages read */
+	uint64_t updates;       /* UPDATE messages written for misses and ring set-up */
+	uint64_t prefetches;    /* UPDATE messages written for guest MAPs (prefetch on) */
+	uint64_t invalidations; /* INVALIDATE messages written */
+	uint64_t faults;        /* misses the IOMMU refused (reported to the guest as fault events) */
+	uint64_t errors;        /* bad messages from the back end, failed writes */
+	uint64_t service_ns;    /* total miss-service time */
+	uint64_t service_max_ns;
+	uint64_t hist[VHOST_IOTLB_HIST];
+};
+
+struct vhost_iotlb {
+	int fd;
+	vhost_iotlb_resolve_fn resolve;
+	void *resolve_ctx;
+	const struct dma_as *gm_as; /* identity over guest memory: a MAP's GPA -> host, for prefetch */
+	bool prefetch;
+	bool active; /* the back end has an IOTLB (features negotiated): invalidations matter; atomic */
+	struct iommu_notifier notifier;
+	struct vhost_iotlb_counters c; /* atomics; hist and service_* written by the serving thread only */
+	/* the thread */
+	struct vm *vm;
+	char name[16];
+	int stop_fd;
+	pthread_t thread;
+	bool started;
+	bool warned;
+};
+
+/* fd is not owned. -errno (eventfd). */
+int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resolve, void *resolve_ctx,
+		     const struct dma_as *gm_as, bool prefetch) __attribute__((warn_unused_result));
+/* Stops the thread if it runs; closes only what init opened. */
+void vhost_iotlb_fini(struct vhost_iotlb *t);
+
+/* The notifier to subscribe to the device's IOMMU endpoint (unmapped -> INVALIDATE, mapped -> prefetch). */
+const struct iommu_notifier *vhost_iotlb_notifier(struct vhost_iotlb *t);
+/* The back end's IOTLB exists (after VHOST_SET_FEATURES with ACCESS_PLATFORM): start sending invalidations. */
+void vhost_iotlb_set_active(struct vhost_iotlb *t, bool active);
+/* Invalidate [iova, iova+len) in the back end (len UINT64_MAX: everything). */
+void vhost_iotlb_invalidate(struct vhost_iotlb *t, uint64_t iova, uint64_t len);
+
+/*
+ * Push UPDATEs covering every byte of [iova, iova+len) for perm (ring set-up, before the back end starts
+ * and reads them). -EFAULT if some byte is refused (a fault event is recorded), -EINVAL len 0 or a
+ * wrapping range, -errno from write.
+ */
+int vhost_iotlb_fill(struct vhost_iotlb *t, uint64_t iova, uint64_t len, unsigned int perm)
+	__attribute__((warn_unused_result));
+/*
+ * Read every message waiting on the fd (non-blocking) and answer each miss. Returns how many messages
+ * were read, or -errno if reading failed for another reason than EAGAIN.
+ */
+int vhost_iotlb_serve(struct vhost_iotlb *t);
+
+/* Start the serving thread (named name, under the vhost seccomp allow-list), when the guest starts. -errno. */
+int vhost_iotlb_start(struct vhost_iotlb *t, struct vm *vm, const char *name) __attribute__((warn_unused_result));
+void vhost_iotlb_stop(struct vhost_iotlb *t);
+
+void vhost_iotlb_counters(const struct vhost_iotlb *t, struct vhost_iotlb_counters *out);
+/* Upper bound in microseconds of the bucket holding the q-quantile (0 < q <= 1) of the misses; 0 if none. */
+double vhost_iotlb_quantile_us(const struct vhost_iotlb_counters *c, double q);
+/* One line: misses, updates, prefetches, invalidations, faults, miss-service p50/p99/max. */
+void vhost_iotlb_stats(const struct vhost_iotlb *t, char *buf, size_t len);
+
+#endif
