@@ -133,19 +133,20 @@ struct ll_ruleset_attr {
 	uint64_t scoped;             /* ABI 6 */
 };
 
-int jail_landlock(const struct log *log, char *err, size_t errlen)
+int jail_landlock(bool *restricted, const struct log *log, char *err, size_t errlen)
 {
 	struct ll_ruleset_attr attr = { 0 };
 	size_t size = sizeof(attr.handled_access_fs);
 	long abi;
 	int fd;
 
+	*restricted = false;
 	abi = syscall(__NR_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
 	if (abi < 1) {
 		log_info(log, "landlock: not available on this kernel (%s); file-system confinement rests on "
 			      "seccomp and --jail",
 			 abi < 0 ? strerror(errno) : "ABI 0");
-		return 1;
+		return 0;
 	}
 	attr.handled_access_fs = LL_FS_ABI1;
 	if (abi >= 2)
@@ -172,6 +173,7 @@ int jail_landlock(const struct log *log, char *err, size_t errlen)
 		return jail_fail(err, errlen, -e, "landlock: cannot restrict moat: %s", strerror(e));
 	}
 	close(fd);
+	*restricted = true;
 	log_info(log, "landlock: ABI %ld: no file-system access%s%s", abi, abi >= 4 ? ", no TCP bind/connect" : "",
 		 abi >= 6 ? ", no abstract unix sockets or signals outside moat" : "");
 	return 0;

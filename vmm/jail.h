@@ -19,6 +19,7 @@
 #ifndef MOAT_JAIL_H
 #define MOAT_JAIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "vmm/log.h"
@@ -34,9 +35,10 @@ int jail_enter(const char *dir, const struct log *log, char *err, size_t errlen)
 
 /*
  * Forbid all file-system access to this thread and the threads it creates later (Landlock). Sets
- * no_new_privs. Returns 0 when restricted, 1 when this kernel has no Landlock (logged at info), or
- * -errno with err. Call after dropping capabilities (libcap-ng reads /proc/self/status).
+ * no_new_privs. Returns 0, with *restricted false when this kernel has no Landlock (logged at info),
+ * or -errno with err. Call after dropping capabilities (libcap-ng reads /proc/self/status).
  */
-int jail_landlock(const struct log *log, char *err, size_t errlen) __attribute__((warn_unused_result));
+int jail_landlock(bool *restricted, const struct log *log, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 
 #endif

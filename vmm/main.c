@@ -115,6 +115,7 @@ int main(int argc, char **argv)
 	enum vm_stop_reason why;
 	int status;
 	uint64_t start_ns = log_now_ns();
+	bool landlocked;
 
 	if (cli_parse(argc, argv, &cfg, &action, err, sizeof(err))) {
 		fprintf(stderr, "moat: %s\n", err);
@@ -209,7 +210,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "moat: WARNING: --seccomp off: running WITHOUT the sandbox (no syscall filter, "
 				"capabilities kept, no Landlock); a guest that compromises moat gets everything moat "
 				"can do\n");
-	} else if (sandbox_drop_caps(&vm.log) || jail_landlock(&vm.log, err, sizeof(err)) < 0) {
+	} else if (sandbox_drop_caps(&vm.log) || jail_landlock(&landlocked, &vm.log, err, sizeof(err))) {
 		if (err[0])
 			fprintf(stderr, "moat: %s\n", err);
 		tty_restore(&tty);

@@ -255,9 +255,10 @@ static int child_landlocked(void *arg)
 {
 	char err[512] = "", buf[8];
 	int before = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-	int r = jail_landlock(NULL, err, sizeof(err));
+	bool restricted;
+	int r = jail_landlock(&restricted, NULL, err, sizeof(err));
 
-	if (r == 1)
+	if (!r && !restricted)
 		return 77; /* no Landlock on this kernel */
 	if (r) {
 		fprintf(stderr, "jail_landlock: %s\n", err);
@@ -312,6 +313,7 @@ static int child_guest_in_jail(void *arg)
 	struct kvm_regs regs = { .rip = CODE_ADDR, .rflags = 2 };
 	struct vm vm;
 	sigset_t mask;
+	bool restricted;
 	int p[2];
 
 	sigemptyset(&mask);
@@ -340,7 +342,7 @@ static int child_guest_in_jail(void *arg)
 	if (vm.stop_efd < 0 || event_loop_add(&vm.loop, vm.stop_efd, EPOLLIN, on_stop, &vm))
 		return 12;
 	if (jail_enter(arg, NULL, err, sizeof(err)) || sandbox_drop_caps(&vm.log) ||
-	    jail_landlock(NULL, err, sizeof(err)) < 0) {
+	    jail_landlock(&restricted, NULL, err, sizeof(err))) {
 		fprintf(stderr, "sandbox: %s\n", err);
 		return 13;
 	}
