@@ -161,17 +161,23 @@ static void ep_move(struct virtio_iommu *v, struct viommu_endpoint *ep, struct v
 
 void viommu_clear(struct virtio_iommu *v)
 {
+	bool moved[VIOMMU_MAX_ENDPOINTS] = { false };
+
 	pthread_rwlock_wrlock(&v->state);
 	for (unsigned int i = 0; i < v->neps; i++) {
 		if (!v->eps[i]->dom)
 			continue;
 		v->eps[i]->dom = NULL;
+		moved[i] = true;
 		viommu_ep_changed(v->eps[i]);
 	}
 	for (uint32_t i = 0; i < v->ndoms; i++)
 		dom_destroy(v->doms[i]);
 	v->ndoms = 0;
 	pthread_rwlock_unlock(&v->state);
+	for (unsigned int i = 0; i < VIOMMU_MAX_ENDPOINTS; i++)
+		if (moved[i])
+			viommu_ep_sync(v->eps[i]);
 }
 
 /* ------------------------------------------------------------------ requests */
@@ -216,6 +222,8 @@ static uint8_t req_attach(struct virtio_iommu *v, const struct virtio_iommu_req_
 	if (created)
 		dom_insert(v, dom);
 	pthread_rwlock_unlock(&v->state);
+	/* No copy through the old domain may outlive the request. */
+	viommu_ep_sync(ep);
 	return VIRTIO_IOMMU_S_OK;
 }
 
@@ -236,6 +244,7 @@ static uint8_t req_detach(struct virtio_iommu *v, const struct virtio_iommu_req_
 	pthread_rwlock_wrlock(&v->state);
 	ep_move(v, ep, NULL);
 	pthread_rwlock_unlock(&v->state);
+	viommu_ep_sync(ep);
 	return VIRTIO_IOMMU_S_OK;
 }
 
@@ -308,7 +317,7 @@ static uint8_t req_map(struct virtio_iommu *v, const struct virtio_iommu_req_map
 
 static uint8_t req_unmap(struct virtio_iommu *v, const struct virtio_iommu_req_unmap *u)
 {
-	uint64_t start = le64toh(u->virt_start), end = le64toh(u->virt_end);
+	uint64_t start = le64toh(u->virt_start), end = le64toh(u->virt_end), bytes = 0;
 	struct viommu_dom *dom;
 	uint8_t st;
 	int err;
@@ -325,8 +334,11 @@ static uint8_t req_unmap(struct virtio_iommu *v, const struct virtio_iommu_req_u
 	if (start < v->lim.input_start || end > v->lim.input_end)
 		return VIRTIO_IOMMU_S_RANGE;
 	pthread_rwlock_rdlock(&v->state);
-	err = iommu_unmap(dom->d, start, end, NULL);
+	err = iommu_unmap(dom->d, start, end, &bytes);
 	pthread_rwlock_unlock(&v->state);
+	/* The page table and the IOTLBs are clean; now no copy through what was removed may still run. */
+	if (!err && bytes)
+		viommu_dom_sync(v, dom);
 	switch (err) {
 	case 0: /* 5.13.6.6.2: unmapped parts of the range are fine */
 		return VIRTIO_IOMMU_S_OK;

@@ -128,6 +128,30 @@ static bool tx_rearm(int fd)
 }
 
 /*
+ * The pending chain, else the next one: 1 sent (or dropped) and returned to the driver, 0 nothing
+ * available, -EAGAIN back end full (the chain stays pending), other -errno: the queue is broken.
+ */
+static int tx_one(struct virtio_net *n, unsigned int pair, struct virtq *q)
+{
+	struct net_tx *tx = &n->pairs[pair].tx;
+	int r;
+
+	if (!tx->pending) {
+		r = virtq_pop(q, &tx->chain);
+		if (r <= 0)
+			return r;
+		tx->pending = true;
+	}
+	r = tx_send(n, &n->pairs[pair], q);
+	if (r == -EAGAIN)
+		return r;
+	if (r || virtq_push(q, tx->chain.head, 0))
+		return r ? r : -EFAULT;
+	tx->pending = false;
+	return 1;
+}
+
+/*
  * Send every chain the guest has made available. On EAGAIN the chain stays popped and
  * pending; the fd's EPOLLOUT (or the next kick) resumes. Each chain goes back with used
  * length 0: the device wrote nothing into it.
@@ -136,7 +160,6 @@ void net_tx_drain(struct virtio_net *n, unsigned int pair)
 {
 	struct virtio_dev *dev = &n->dev;
 	struct virtq *q = virtio_queue(dev, tx_queue(pair));
-	struct net_tx *tx = &n->pairs[pair].tx;
 	bool used = false;
 	unsigned int rearms = 0;
 	int r;
@@ -144,27 +167,23 @@ void net_tx_drain(struct virtio_net *n, unsigned int pair)
 	if (!q || !virtio_dev_live(dev))
 		return;
 	for (;;) {
-		if (!tx->pending) {
-			r = virtq_pop(q, &tx->chain);
-			if (r == 0)
-				break;
-			if (r < 0) {
-				virtio_set_needs_reset(dev);
-				return;
-			}
-			tx->pending = true;
-		}
-		r = tx_send(n, &n->pairs[pair], q);
-		/* Bounded: a TAP that keeps saying "writable" then EAGAIN must not spin the worker. */
-		if (r == -EAGAIN && tx_rearm(n->pairs[pair].fd) && ++rearms < 8)
-			continue;
-		if (r == -EAGAIN)
+		/* One read-side section a frame: an UNMAP waits for the writev reading the guest's pages. */
+		unsigned int dma = dma_begin(q->as);
+
+		r = tx_one(n, pair, q);
+		dma_end(q->as, dma);
+		if (r == 0)
 			break;
-		if (r || virtq_push(q, tx->chain.head, 0)) {
+		if (r == -EAGAIN) {
+			/* Bounded: a TAP that keeps saying "writable" then EAGAIN must not spin the worker. */
+			if (tx_rearm(n->pairs[pair].fd) && ++rearms < 8)
+				continue;
+			break;
+		}
+		if (r < 0) {
 			virtio_set_needs_reset(dev);
 			return;
 		}
-		tx->pending = false;
 		used = true;
 	}
 	if (used && virtio_notify_used(dev, tx_queue(pair)))
