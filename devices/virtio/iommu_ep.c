@@ -18,8 +18,9 @@
  * The stale host pointer: a pointer a device got just before an UNMAP could still be used for the
  * copy it was for after the UNMAP completed. Devices bracket each request in a read-side section
  * (dma_begin/dma_end, the endpoint's dma_gate), and every request that takes translations away
- * (UNMAP, ATTACH, DETACH, reset, a bypass change) calls viommu_ep_sync/viommu_dom_sync before it
- * completes: it waits until the sections opened before the change have closed. Sections never wait.
+ * (UNMAP, ATTACH, DETACH, reset, a bypass change) waits before it completes until the sections
+ * opened before the change have closed (viommu_ep_sync; requests mark the endpoints they affect and
+ * the request queue waits once per batch, viommu_sync_pending). Sections never wait.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -293,16 +294,26 @@ void viommu_ep_sync(struct viommu_endpoint *ep)
 	dma_gate_wait(&ep->gate);
 }
 
-void viommu_dom_sync(struct virtio_iommu *v, const struct viommu_dom *dom)
+void viommu_dom_mark(struct virtio_iommu *v, const struct viommu_dom *dom)
+{
+	for (unsigned int i = 0; i < v->neps; i++)
+		if (v->eps[i]->dom == dom)
+			v->eps[i]->sync_pending = true;
+}
+
+void viommu_sync_pending(struct virtio_iommu *v)
 {
 	struct viommu_endpoint *eps[VIOMMU_MAX_ENDPOINTS];
 	unsigned int n = 0;
 
 	/* Collected under the lock, waited for outside it: a section's next translation takes it. */
 	pthread_rwlock_rdlock(&v->state);
-	for (unsigned int i = 0; i < v->neps; i++)
-		if (v->eps[i]->dom == dom)
-			eps[n++] = v->eps[i];
+	for (unsigned int i = 0; i < v->neps; i++) {
+		if (!v->eps[i]->sync_pending)
+			continue;
+		v->eps[i]->sync_pending = false;
+		eps[n++] = v->eps[i];
+	}
 	pthread_rwlock_unlock(&v->state);
 	for (unsigned int i = 0; i < n; i++)
 		dma_gate_wait(&eps[i]->gate);

@@ -55,6 +55,7 @@ struct viommu_endpoint {
 	unsigned int nsubs;
 	struct iotlb tlb;     /* the device's recent translations; emptied before subscribers are told */
 	struct dma_gate gate; /* the device's read-side sections, waited out before a change completes */
+	bool sync_pending;    /* a request in the batch being served took translations away (IOMMU's thread) */
 };
 
 struct viommu_fault_rec {
@@ -135,8 +136,13 @@ void viommu_ep_free(struct viommu_endpoint *ep);
  * and before its request completes, holding neither the state lock nor a domain lock.
  */
 void viommu_ep_sync(struct viommu_endpoint *ep);
-/* viommu_ep_sync for every endpoint attached to dom now. Takes the state read lock to find them. */
-void viommu_dom_sync(struct virtio_iommu *v, const struct viommu_dom *dom);
+/* Mark every endpoint attached to dom for viommu_sync_pending. State lock held (either way). */
+void viommu_dom_mark(struct virtio_iommu *v, const struct viommu_dom *dom);
+/*
+ * viommu_ep_sync for every endpoint marked since the last call, then clear the marks: once per batch
+ * of requests, before any of them completes. IOMMU's thread, no lock held.
+ */
+void viommu_sync_pending(struct virtio_iommu *v);
 /* Drain the fault queue into out (VIOMMU_FAULT_QUEUE entries); returns how many. */
 unsigned int viommu_faults_take(struct virtio_iommu *v, struct viommu_fault_rec *out);
 
