@@ -11,12 +11,14 @@
  * changes (an IOMMU unmap): use them at once, do not cache them. That is also why the
  * virtqueue stores IOVAs and translates on every access.
  *
- * Read-side sections: a device brackets each request's translations and copies with
+ * Read-side sections: every translation and the use of what it returned happen inside
  * dma_begin()/dma_end(). An address space that can change (an IOMMU endpoint) makes every
  * unmap wait, before it completes, for the sections that were open when it took effect: so
  * once the guest sees an UNMAP done, no copy through the old translation is still running.
- * Sections never block and may nest; keep them short (one request), since an unmap waits for
- * them. The identity address space has none (the ops are NULL): a test and a branch.
+ * The virtqueue opens one per ring operation and per segment copy; a device handing host
+ * pointers to a syscall (writev, preadv) opens one from the translations to the syscall's end.
+ * Sections never block and may nest; keep them short, since an unmap waits for them. The
+ * identity address space has none (the ops are NULL): a test and a branch.
  */
 #ifndef MOAT_DMA_H
 #define MOAT_DMA_H

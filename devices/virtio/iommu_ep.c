@@ -16,7 +16,7 @@
  * refused) and faults are never cached. A fill whose walk raced with one of these is dropped.
  *
  * The stale host pointer: a pointer a device got just before an UNMAP could still be used for the
- * copy it was for after the UNMAP completed. Devices bracket each request in a read-side section
+ * copy it was for after the UNMAP completed. Devices translate and copy inside read-side sections
  * (dma_begin/dma_end, the endpoint's dma_gate), and every request that takes translations away
  * (UNMAP, ATTACH, DETACH, reset, a bypass change) waits before it completes until the sections
  * opened before the change have closed (viommu_ep_sync; requests mark the endpoints they affect and

@@ -194,14 +194,9 @@ void net_rx_drain(struct virtio_net *n, unsigned int pair)
 	if (!q || !virtio_dev_live(dev))
 		return;
 	for (;;) {
-		unsigned int dma;
-
 		if (!p->rx.len && !rx_read(n, p))
 			break;
-		/* One read-side section a frame: an UNMAP waits for the copy into the guest's buffers. */
-		dma = dma_begin(q->as);
 		r = mrg ? rx_put_merged(n, &p->rx, q, &used) : rx_put_one(n, &p->rx, q, &used);
-		dma_end(q->as, dma);
 		if (r < 0) {
 			virtio_set_needs_reset(dev);
 			return;

@@ -75,9 +75,9 @@ static int tx_send(struct virtio_net *n, struct net_pair *p, const struct virtq 
 {
 	const struct virtq_chain *c = &p->tx.chain;
 	struct virtio_net_hdr hdr;
-	unsigned int niov = 0;
-	ssize_t w;
-	int r;
+	unsigned int niov = 0, dma;
+	ssize_t w = -1;
+	int r, err = 0;
 
 	/* GUEST: transmit buffers are read-only (2.7.4) and hold a header and at most one maximal frame. */
 	if (c->nseg != c->nread || c->read_len < VIRTIO_NET_HDR_LEN ||
@@ -94,17 +94,23 @@ static int tx_send(struct virtio_net *n, struct net_pair *p, const struct virtq 
 		return 0;
 	}
 	p->tx.iov[0] = (struct iovec){ .iov_base = &hdr, .iov_len = sizeof(hdr) };
+	/* A read-side section (dma.h) from the translations to the end of the writev that reads through them. */
+	dma = dma_begin(q->as);
 	r = chain_iov(q->as, c, VIRTIO_NET_HDR_LEN, p->tx.iov + 1, NET_TX_IOV - 1, &niov);
+	if (!r) {
+		do {
+			w = writev(p->fd, p->tx.iov, (int)niov + 1);
+		} while (w < 0 && errno == EINTR);
+		err = errno;
+	}
+	dma_end(q->as, dma);
 	if (r == -E2BIG) {
 		n->c.tx_errors++; /* scattered beyond reason */
 		return 0;
 	}
 	if (r)
 		return r;
-	do {
-		w = writev(p->fd, p->tx.iov, (int)niov + 1);
-	} while (w < 0 && errno == EINTR);
-	if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+	if (w < 0 && (err == EAGAIN || err == EWOULDBLOCK))
 		return -EAGAIN;
 	if (w != (ssize_t)c->read_len) {
 		n->c.tx_dropped++;
@@ -167,11 +173,7 @@ void net_tx_drain(struct virtio_net *n, unsigned int pair)
 	if (!q || !virtio_dev_live(dev))
 		return;
 	for (;;) {
-		/* One read-side section a frame: an UNMAP waits for the writev reading the guest's pages. */
-		unsigned int dma = dma_begin(q->as);
-
 		r = tx_one(n, pair, q);
-		dma_end(q->as, dma);
 		if (r == 0)
 			break;
 		if (r == -EAGAIN) {

@@ -198,14 +198,11 @@ void virtio_queue_notify(struct virtio_dev *dev, unsigned int queue)
 int virtio_notify_used(struct virtio_dev *dev, unsigned int queue)
 {
 	struct virtq *vq = virtio_queue(dev, queue);
-	unsigned int dma;
 	int r;
 
 	if (!vq)
 		return -EINVAL;
-	dma = dma_begin(dev->as);
 	r = virtq_needs_notify(vq);
-	dma_end(dev->as, dma);
 	if (r < 0) {
 		virtio_set_needs_reset(dev);
 		return r;
@@ -243,21 +240,13 @@ void virtio_serve_queue(struct virtio_dev *dev, unsigned int queue,
 
 	if (!q)
 		return;
-	for (;;) {
-		/* One read-side section a request: an UNMAP waits for the copies (or disk I/O) serving it. */
-		unsigned int dma = dma_begin(dev->as);
+	while ((r = virtq_pop(q, &chain)) == 1) {
 		uint32_t written = 0;
 
-		r = virtq_pop(q, &chain);
-		if (r == 1) {
-			r = serve(dev, q, &chain, &written);
-			if (!r)
-				r = virtq_push(q, chain.head, written);
-			if (!r)
-				r = 1;
-		}
-		dma_end(dev->as, dma);
-		if (r != 1)
+		r = serve(dev, q, &chain, &written);
+		if (!r)
+			r = virtq_push(q, chain.head, written);
+		if (r)
 			break;
 		pushed = true;
 	}
