@@ -23,6 +23,24 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/*
+ * Nanoseconds per iteration of body, the best of 10 bursts: the machine may be shared, and a burst
+ * that was not preempted shows what the code costs.
+ */
+#define BEST_NS(iters, body)                                                                                 \
+	({                                                                                                   \
+		double best_ = 1e9;                                                                          \
+		for (int b_ = 0; b_ < 10; b_++) {                                                            \
+			double t0_ = now(), t_;                                                              \
+			for (long i = 0; i < (iters) / 10; i++) {                                            \
+				body;                                                                        \
+			}                                                                                    \
+			t_ = (now() - t0_) / ((iters) / 10) * 1e9;                                           \
+			best_ = t_ < best_ ? t_ : best_;                                                     \
+		}                                                                                            \
+		best_;                                                                                       \
+	})
+
 static struct iommu_domain *domain(void)
 {
 	struct iommu_limits lim = { .input_end = IOMMU_IOVA_LAST, .max_mappings = 1u << 20,
@@ -69,20 +87,14 @@ static int bench_endpoint(void)
 	as = virtio_iommu_endpoint_as(ep);
 
 	/* The same page over and over (a ring, a buffer being copied in pieces): the IOTLB hits. */
-	t0 = now();
-	for (long i = 0; i < iters; i++)
-		if (dma_translate(as, 0x12345000 % ram + (i & 0x3f), 1514, DMA_READ, &host, &run) == 0)
-			sink += run;
-	t = now() - t0;
-	printf("endpoint translate, IOTLB hit (dma_translate, same page): %.1f ns\n", t / iters * 1e9);
+	printf("endpoint translate, IOTLB hit (dma_translate, same page; best of 10 bursts): %.1f ns\n",
+	       BEST_NS(iters, if (dma_translate(as, 0x12345000 % ram + (i & 0x3f), 1514, DMA_READ, &host, &run) == 0)
+				      sink += run));
 
 	/* Eight pages in turn, like the rings and buffers of two queues. */
-	t0 = now();
-	for (long i = 0; i < iters; i++)
-		if (dma_translate(as, (uint64_t)(i & 7) * 0x10000 + 0x40, 64, DMA_READ, &host, &run) == 0)
-			sink += run;
-	t = now() - t0;
-	printf("endpoint translate, IOTLB hit (8 pages in turn): %.1f ns\n", t / iters * 1e9);
+	printf("endpoint translate, IOTLB hit (8 pages in turn; best of 10 bursts): %.1f ns\n",
+	       BEST_NS(iters, if (dma_translate(as, (uint64_t)(i & 7) * 0x10000 + 0x40, 64, DMA_READ, &host, &run) == 0)
+				      sink += run));
 
 	/* Random pages of 64 MiB: nearly every access misses 16 entries, walks and fills. */
 	iters = 5000000;
@@ -100,26 +112,16 @@ static int bench_endpoint(void)
 
 	/* A read-side section around each request: what a device pays per frame or block request. */
 	iters = 20000000;
-	t0 = now();
-	for (long i = 0; i < iters; i++)
-		dma_end(as, dma_begin(as));
-	t = now() - t0;
-	printf("read-side section (dma_begin + dma_end, endpoint): %.1f ns\n", t / iters * 1e9);
-	t0 = now();
-	for (long i = 0; i < iters; i++)
-		dma_end(&gm_as, dma_begin(&gm_as));
-	t = now() - t0;
-	printf("read-side section (dma_begin + dma_end, identity): %.1f ns\n", t / iters * 1e9);
+	printf("read-side section (dma_begin + dma_end, endpoint; best of 10 bursts): %.1f ns\n",
+	       BEST_NS(iters, dma_end(as, dma_begin(as))));
+	printf("read-side section (dma_begin + dma_end, identity; best of 10 bursts): %.1f ns\n",
+	       BEST_NS(iters, dma_end(&gm_as, dma_begin(&gm_as))));
 
 	/* The IOTLB alone. */
 	iotlb_init(&tlb);
 	iotlb_fill(&tlb, iotlb_gen(&tlb), 0x10000, 0x1000, buf, DMA_READ | DMA_WRITE);
-	t0 = now();
-	for (long i = 0; i < iters; i++)
-		if (iotlb_lookup(&tlb, 0x10000 + (i & 0x3f), 64, DMA_READ, &host, &run))
-			sink += run;
-	t = now() - t0;
-	printf("iotlb_lookup hit alone: %.1f ns\n", t / iters * 1e9);
+	printf("iotlb_lookup hit alone (best of 10 bursts): %.1f ns\n",
+	       BEST_NS(iters, if (iotlb_lookup(&tlb, 0x10000 + (i & 0x3f), 64, DMA_READ, &host, &run)) sink += run));
 	iotlb_fini(&tlb);
 
 	virtio_iommu_free(v);
@@ -166,12 +168,9 @@ int main(void)
 	printf("translate (walk, random page of 1 GiB, 1514 bytes): %.1f ns\n", t / iters * 1e9);
 
 	/* The same page over and over: the walk with every level in the CPU cache. */
-	t0 = now();
-	for (long i = 0; i < iters; i++)
-		if (iommu_translate(d, 0x12345000 + (i & 0x3f), 1514, IOMMU_READ, &gpa, &run) == 0)
-			sink += gpa;
-	t = now() - t0;
-	printf("translate (walk, same page, warm): %.1f ns\n", t / iters * 1e9);
+	printf("translate (walk, same page, warm; best of 10 bursts): %.1f ns\n",
+	       BEST_NS(iters, if (iommu_translate(d, 0x12345000 + (i & 0x3f), 1514, IOMMU_READ, &gpa, &run) == 0)
+				      sink += gpa));
 	iommu_unmap_all(d);
 	iommu_domain_free(d);
 
