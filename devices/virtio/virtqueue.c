@@ -227,7 +227,7 @@ static int avail_pending(const struct virtq *q, uint16_t *pending)
 	return *pending > q->size ? -EINVAL : 0;
 }
 
-static int virtq_pop_locked(struct virtq *q, struct virtq_chain *chain)
+static int pop_in_section(struct virtq *q, struct virtq_chain *chain)
 {
 	uint16_t pending, head;
 	int err;
@@ -287,7 +287,7 @@ int virtq_pop(struct virtq *q, struct virtq_chain *chain)
 	if (!q->ready)
 		return q->error ? q->error : 0;
 	dma = dma_begin(q->as);
-	r = virtq_pop_locked(q, chain);
+	r = pop_in_section(q, chain);
 	dma_end(q->as, dma);
 	return r;
 }
