@@ -96,7 +96,7 @@ test-unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
 
 test-kvm: $(BUILD)/kvm-tests
-	$(BUILD)/kvm-tests
+	@tools/run-kvm-tests.sh $(BUILD)/kvm-tests
 
 test-e2e: all
 	@tests/e2e/run-nested.sh --arch $(ARCH)

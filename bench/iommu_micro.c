@@ -1,6 +1,8 @@
 /*
- * Micro-benchmark of the IO page tables (iommu/): cost of a translation (a page-table walk; moat keeps
- * no separate IOTLB), map+unmap pairs per second, and the memory 1 GiB of 4 KiB mappings costs.
+ * Micro-benchmark of the IO page tables (iommu/): cost of a translation (a page-table walk), map+unmap
+ * pairs per second, the memory 1 GiB of 4 KiB mappings costs; and of an endpoint's DMA path
+ * (devices/virtio/iommu_ep.c): a translation that hits the endpoint's IOTLB, one that misses it, and
+ * a read-side section (dma_begin + dma_end).
  * Single thread. Build: make build/bench/iommu-micro; run: build/bench/iommu-micro
  */
 #include <stdint.h>
@@ -8,7 +10,10 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "devices/virtio/iommu.h"
 #include "iommu/iommu.h"
+#include "vmm/iotlb.h"
+#include "vmm/memory.h"
 
 static double now(void)
 {
@@ -17,6 +22,24 @@ static double now(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
+
+/*
+ * Nanoseconds per iteration of body, the best of 10 bursts: the machine may be shared, and a burst
+ * that was not preempted shows what the code costs.
+ */
+#define BEST_NS(iters, body)                                                                                 \
+	({                                                                                                   \
+		double best_ = 1e9;                                                                          \
+		for (int b_ = 0; b_ < 10; b_++) {                                                            \
+			double t0_ = now(), t_;                                                              \
+			for (long i = 0; i < (iters) / 10; i++) {                                            \
+				body;                                                                        \
+			}                                                                                    \
+			t_ = (now() - t0_) / ((iters) / 10) * 1e9;                                           \
+			best_ = t_ < best_ ? t_ : best_;                                                     \
+		}                                                                                            \
+		best_;                                                                                       \
+	})
 
 static struct iommu_domain *domain(void)
 {
@@ -29,6 +52,81 @@ static struct iommu_domain *domain(void)
 		exit(1);
 	}
 	return d;
+}
+
+/*
+ * An endpoint of a virtio-iommu in bypass mode (not attached: identity), so no request queue is
+ * needed: its hits are the same code as in a domain; its misses take the state lock and translate
+ * through guest memory instead of the page table, then fill.
+ */
+static int bench_endpoint(void)
+{
+	const uint64_t ram = 64ull << 20;
+	const struct viommu_config cfg = { .bypass = true, .max_domains = 1, .max_mappings = 1,
+					   .max_table_bytes = 1 << 20, .msi_start = 1, .msi_end = 0 };
+	struct guest_memory gm;
+	struct dma_as gm_as;
+	struct virtio_iommu *v;
+	struct viommu_endpoint *ep;
+	const struct dma_as *as;
+	struct iotlb tlb;
+	uint64_t run, sink = 0, x = 88172645463325252ull;
+	char err[256];
+	void *buf = calloc(1, ram), *host;
+	long iters = 20000000;
+	double t0, t;
+
+	gm_init(&gm);
+	if (!buf || gm_add_region(&gm, 0, ram) || gm_attach(&gm, buf, ram))
+		return 1;
+	dma_as_init_identity(&gm_as, &gm);
+	if (virtio_iommu_new(&cfg, &gm_as, &gm, &v, err, sizeof(err)) || virtio_iommu_endpoint_new(v, &ep)) {
+		fprintf(stderr, "iommu-micro: %s\n", err);
+		return 1;
+	}
+	as = virtio_iommu_endpoint_as(ep);
+
+	/* The same page over and over (a ring, a buffer being copied in pieces): the IOTLB hits. */
+	printf("endpoint translate, IOTLB hit (dma_translate, same page; best of 10 bursts): %.1f ns\n",
+	       BEST_NS(iters, if (dma_translate(as, 0x12345000 % ram + (i & 0x3f), 1514, DMA_READ, &host, &run) == 0)
+				      sink += run));
+
+	/* Eight pages in turn, like the rings and buffers of two queues. */
+	printf("endpoint translate, IOTLB hit (8 pages in turn; best of 10 bursts): %.1f ns\n",
+	       BEST_NS(iters, if (dma_translate(as, (uint64_t)(i & 7) * 0x10000 + 0x40, 64, DMA_READ, &host, &run) == 0)
+				      sink += run));
+
+	/* Random pages of 64 MiB: nearly every access misses 16 entries, walks and fills. */
+	iters = 5000000;
+	t0 = now();
+	for (long i = 0; i < iters; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		if (dma_translate(as, (x % (ram / 4096)) * 4096 + 64, 1514, DMA_READ, &host, &run) == 0)
+			sink += run;
+	}
+	t = now() - t0;
+	printf("endpoint translate, IOTLB miss (random page of 64 MiB; bypass walk + fill): %.1f ns\n",
+	       t / iters * 1e9);
+
+	/* A read-side section around each request: what a device pays per frame or block request. */
+	iters = 20000000;
+	printf("read-side section (dma_begin + dma_end, endpoint; best of 10 bursts): %.1f ns\n",
+	       BEST_NS(iters, dma_end(as, dma_begin(as))));
+	printf("read-side section (dma_begin + dma_end, identity; best of 10 bursts): %.1f ns\n",
+	       BEST_NS(iters, dma_end(&gm_as, dma_begin(&gm_as))));
+
+	/* The IOTLB alone. */
+	iotlb_init(&tlb);
+	iotlb_fill(&tlb, iotlb_gen(&tlb), 0x10000, 0x1000, buf, DMA_READ | DMA_WRITE);
+	printf("iotlb_lookup hit alone (best of 10 bursts): %.1f ns\n",
+	       BEST_NS(iters, if (iotlb_lookup(&tlb, 0x10000 + (i & 0x3f), 64, DMA_READ, &host, &run)) sink += run));
+	iotlb_fini(&tlb);
+
+	virtio_iommu_free(v);
+	free(buf);
+	return sink == 42 ? 2 : 0;
 }
 
 int main(void)
@@ -70,12 +168,9 @@ int main(void)
 	printf("translate (walk, random page of 1 GiB, 1514 bytes): %.1f ns\n", t / iters * 1e9);
 
 	/* The same page over and over: the walk with every level in the CPU cache. */
-	t0 = now();
-	for (long i = 0; i < iters; i++)
-		if (iommu_translate(d, 0x12345000 + (i & 0x3f), 1514, IOMMU_READ, &gpa, &run) == 0)
-			sink += gpa;
-	t = now() - t0;
-	printf("translate (walk, same page, warm): %.1f ns\n", t / iters * 1e9);
+	printf("translate (walk, same page, warm; best of 10 bursts): %.1f ns\n",
+	       BEST_NS(iters, if (iommu_translate(d, 0x12345000 + (i & 0x3f), 1514, IOMMU_READ, &gpa, &run) == 0)
+				      sink += gpa));
 	iommu_unmap_all(d);
 	iommu_domain_free(d);
 
@@ -111,5 +206,7 @@ int main(void)
 	       t / iters * 1e9);
 	iommu_unmap_all(d);
 	iommu_domain_free(d);
+	if (bench_endpoint())
+		return 1;
 	return sink == 42 ? 2 : 0;
 }

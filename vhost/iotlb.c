@@ -320,15 +320,9 @@ static void *iotlb_thread(void *arg)
 	struct pollfd pfd[3] = { { .fd = t->fd, .events = POLLIN },
 				 { .fd = t->stop_fd, .events = POLLIN },
 				 { .fd = t->pf_fd, .events = POLLIN } };
-	int r = sandbox_apply(THREAD_VHOST, t->vm->cfg.seccomp, NULL);
+	int r;
 
-	if (r) {
-		vm_request_stop(t->vm, VM_STOP_ERROR,
-				"%s: cannot apply the seccomp sandbox: %s; rerun with --seccomp off to debug (this runs "
-				"the guest unsandboxed)",
-				t->name, strerror(-r));
-		return NULL;
-	}
+	/* Under the vhost allow-list already (sandbox_thread_start). */
 	for (;;) {
 		r = poll(pfd, 3, -1);
 		if (r < 0 && errno != EINTR) {
@@ -359,10 +353,14 @@ int vhost_iotlb_start(struct vhost_iotlb *t, struct vm *vm, const char *name)
 
 	t->vm = vm;
 	snprintf(t->name, sizeof(t->name), "%s", name);
-	r = pthread_create(&t->thread, NULL, iotlb_thread, t);
-	if (r)
-		return -r;
-	pthread_setname_np(t->thread, t->name);
+	r = sandbox_thread_start(&t->thread, THREAD_VHOST, vm->cfg.seccomp, t->name, iotlb_thread, t);
+	if (r) {
+		vm_request_stop(vm, VM_STOP_ERROR,
+				"%s: cannot start the thread under the seccomp sandbox: %s; rerun with --seccomp off to "
+				"debug (this runs the guest unsandboxed)",
+				t->name, strerror(-r));
+		return r;
+	}
 	t->started = true;
 	return 0;
 }

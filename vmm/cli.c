@@ -26,6 +26,8 @@ static const char usage[] =
 	"                       no capabilities; on kills moat on a forbidden syscall, log only\n"
 	"                       logs it (audit/dmesg), off runs unsandboxed (for debugging)\n"
 	"  --user UID[:GID]     after setup, run as this numeric user (and group)  [default: stay]\n"
+	"  --jail DIR           after setup, enter new mount/IPC/UTS/network namespaces with DIR\n"
+	"                       (may be empty) as the read-only root; needs root   [default: none]\n"
 	"  --disk path=FILE[,readonly=on][,serial=STR][,iommu=off]\n"
 	"                       a virtio-blk disk backed by a raw image file or block device\n"
 	"                       (repeatable, up to 8)\n"
@@ -142,7 +144,8 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 		}
 
 		static const char *const known[] = { "--kernel", "--initrd", "--cmdline", "--cpus", "--memory",
-						      "--console", "--timeout", "--log-level", "--seccomp", "--user", "--disk", "--net" };
+						      "--console", "--timeout", "--log-level", "--seccomp", "--user", "--disk", "--net",
+						      "--jail" };
 		int k = -1;
 		for (unsigned int j = 0; j < sizeof(known) / sizeof(known[0]); j++)
 			if (!strcmp(name, known[j]))
@@ -258,6 +261,11 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 			cfg->nnets++;
 			break;
 		}
+		case 12:
+			if (!*val)
+				return fail(err, errlen, "--jail needs a directory (an empty one will do)");
+			cfg->jail = val;
+			break;
 		}
 	}
 	if (!cfg->kernel)

@@ -36,6 +36,7 @@ struct vm_config {
 	uid_t uid;
 	gid_t gid;                /* --user UID:GID, or UID's primary group, resolved by main() */
 	bool gid_given;
+	const char *jail;         /* --jail DIR: NULL none */
 	struct blk_config disks[MOAT_MAX_DISKS]; /* --disk, in order */
 	unsigned int ndisks;
 	struct net_config nets[MOAT_MAX_NETS];   /* --net, in order */

@@ -1,7 +1,11 @@
 #include "vmm/dma.h"
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "vmm/memory.h"
 
@@ -138,4 +142,49 @@ void *dma_ptr(const struct dma_as *as, uint64_t iova, uint64_t len, unsigned int
 	if (len == 0 || !dma_range_ok(iova, len) || dma_step(as, iova, len, perm, &p, &run) || run != len)
 		return NULL;
 	return p;
+}
+
+void dma_gate_init(struct dma_gate *g)
+{
+	g->epoch = 0;
+	g->readers[0] = g->readers[1] = 0;
+	pthread_mutex_init(&g->wait_lock, NULL);
+}
+
+void dma_gate_fini(struct dma_gate *g)
+{
+	pthread_mutex_destroy(&g->wait_lock);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+/* Iterations of busy waiting before sleeping: a section copying one packet ends in microseconds. */
+#define GATE_SPINS 2000
+
+void dma_gate_wait(struct dma_gate *g)
+{
+	/* Short naps, not a wake-up from the reader: its exit stays one atomic, and no wake is lost. */
+	const struct timespec nap = { .tv_sec = 0, .tv_nsec = 50 * 1000 };
+	unsigned int old, spins = 0;
+	uint32_t n;
+
+	pthread_mutex_lock(&g->wait_lock);
+	old = __atomic_fetch_add(&g->epoch, 1, __ATOMIC_SEQ_CST) & 1;
+	/* The flip is a full barrier: the change made before it is visible to sections that miss it. */
+	while ((n = __atomic_load_n(&g->readers[old], __ATOMIC_ACQUIRE)) != 0) {
+		if (spins++ < GATE_SPINS) {
+			cpu_relax();
+			continue;
+		}
+		/* EAGAIN (the count moved), ETIMEDOUT and EINTR all mean: look again. */
+		syscall(SYS_futex, &g->readers[old], FUTEX_WAIT_PRIVATE, n, &nap, NULL, 0);
+	}
+	pthread_mutex_unlock(&g->wait_lock);
 }

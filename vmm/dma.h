@@ -10,10 +10,20 @@
  * Host pointers from translate()/dma_ptr() are valid only until the address space
  * changes (an IOMMU unmap): use them at once, do not cache them. That is also why the
  * virtqueue stores IOVAs and translates on every access.
+ *
+ * Read-side sections: every translation and the use of what it returned happen inside
+ * dma_begin()/dma_end(). An address space that can change (an IOMMU endpoint) makes every
+ * unmap wait, before it completes, for the sections that were open when it took effect: so
+ * once the guest sees an UNMAP done, no copy through the old translation is still running.
+ * The virtqueue opens one per ring operation and per segment copy; a device handing host
+ * pointers to a syscall (writev, preadv) opens one from the translations to the syscall's end.
+ * Sections never block and may nest; keep them short, since an unmap waits for them. The
+ * identity address space has none (the ops are NULL): a test and a branch.
  */
 #ifndef MOAT_DMA_H
 #define MOAT_DMA_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 struct guest_memory;
@@ -33,6 +43,9 @@ struct dma_as_ops {
 	 */
 	int (*translate)(const struct dma_as *as, uint64_t iova, uint64_t len, unsigned int perm,
 			 void **host, uint64_t *run);
+	/* Optional, both or neither: open a read-side section (returns a token for end) and close it. */
+	unsigned int (*begin)(const struct dma_as *as);
+	void (*end)(const struct dma_as *as, unsigned int token);
 };
 
 struct dma_as {
@@ -42,6 +55,57 @@ struct dma_as {
 
 /* IOVA == GPA over gm; gm must outlive as. */
 void dma_as_init_identity(struct dma_as *as, struct guest_memory *gm);
+
+/* Open a read-side section on as (see above); pass the token to dma_end() on the same thread. */
+static inline unsigned int dma_begin(const struct dma_as *as)
+{
+	return as->ops->begin ? as->ops->begin(as) : 0;
+}
+
+static inline void dma_end(const struct dma_as *as, unsigned int token)
+{
+	if (as->ops->end)
+		as->ops->end(as, token);
+}
+
+/*
+ * The machinery behind an address space's sections: two reader counts and an epoch choosing which
+ * one new sections join. dma_gate_wait() moves the epoch on and waits until the count of the old
+ * one drains, so it waits only for sections opened before it, never for later ones (no starvation
+ * by a device that keeps opening sections), and sections never wait at all.
+ *
+ * Memory order: a section's entry is a seq_cst add before it reads any translation state; the
+ * waiter changes that state, then flips the epoch (seq_cst) and reads the count. Either the waiter
+ * sees the section (and waits for it) or the section sees the new state.
+ */
+struct dma_gate {
+	uint32_t epoch;
+	uint32_t readers[2]; /* futex words: sections open under epoch parity 0 / 1 */
+	pthread_mutex_t wait_lock; /* waiters one at a time, so no flip can skip a parity in use */
+};
+
+void dma_gate_init(struct dma_gate *g);
+void dma_gate_fini(struct dma_gate *g);
+
+static inline unsigned int dma_gate_enter(struct dma_gate *g)
+{
+	unsigned int p = __atomic_load_n(&g->epoch, __ATOMIC_ACQUIRE) & 1;
+
+	__atomic_fetch_add(&g->readers[p], 1, __ATOMIC_SEQ_CST);
+	return p;
+}
+
+static inline void dma_gate_leave(struct dma_gate *g, unsigned int token)
+{
+	__atomic_fetch_sub(&g->readers[token & 1], 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * Wait until every section open when this was called has closed. Call it after the change it
+ * guards (page table and caches updated), holding no lock a section's translation takes. Spins
+ * briefly, then sleeps in short futex waits (a section doing disk I/O may take a while).
+ */
+void dma_gate_wait(struct dma_gate *g);
 
 /*
  * One step of a scatter-gather walk, for handing guest memory to a syscall (preadv/pwritev): *host

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "vmm/cli.h"
+#include "vmm/jail.h"
 #include "vmm/sandbox.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
@@ -114,6 +115,7 @@ int main(int argc, char **argv)
 	enum vm_stop_reason why;
 	int status;
 	uint64_t start_ns = log_now_ns();
+	bool landlocked;
 
 	if (cli_parse(argc, argv, &cfg, &action, err, sizeof(err))) {
 		fprintf(stderr, "moat: %s\n", err);
@@ -139,6 +141,19 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (vcpu_signal_setup()) {
 		fprintf(stderr, "moat: cannot install the vCPU signal handler: %s\n", strerror(errno));
+		return MOAT_EXIT_ERROR;
+	}
+
+	/* Resolved now: the password database is out of reach once jailed. Without an explicit group,
+	 * the user's primary group, else the group of the same number. */
+	if (cfg.switch_user && !cfg.gid_given) {
+		struct passwd *pw = getpwuid(cfg.uid);
+
+		cfg.gid = pw ? pw->pw_gid : (gid_t)cfg.uid;
+	}
+	/* A bad --jail is found before the guest is built, not after. */
+	if (cfg.jail && jail_check(cfg.jail, err, sizeof(err))) {
+		fprintf(stderr, "moat: %s\n", err);
 		return MOAT_EXIT_ERROR;
 	}
 
@@ -171,17 +186,19 @@ int main(int argc, char **argv)
 		tty_setup(&tty, STDIN_FILENO);
 
 	/*
-	 * --- sandbox: every fd is open (console, KVM, memfd, epoll, eventfd, signalfd, timerfd), no other
-	 * thread exists yet: drop every capability here so the vCPU threads start without any. The seccomp
-	 * filters go on per thread: vcpu_start() applies the main thread's after the last vCPU thread is
-	 * cloned, and each vCPU thread applies its own before its first KVM_RUN.
+	 * --- sandbox: every fd is open (console, KVM, memfd, epoll, eventfd, signalfd, timerfd, disks, TAP),
+	 * no other thread exists yet. In this order: the jail (needs CAP_SYS_ADMIN and a single thread),
+	 * then every capability dropped (so the vCPU and device threads start without any), then Landlock
+	 * (after libcap-ng's last look at /proc). The seccomp filters go on per thread: each thread loads
+	 * its own as it starts (sandbox_thread_start), the main thread once the last vCPU thread exists.
 	 */
+	if (cfg.jail && jail_enter(cfg.jail, &vm.log, err, sizeof(err))) {
+		fprintf(stderr, "moat: %s\n", err);
+		tty_restore(&tty);
+		vm_destroy(&vm);
+		return MOAT_EXIT_ERROR;
+	}
 	if (cfg.switch_user) {
-		struct passwd *pw;
-
-		/* Without an explicit group, the user's primary group, else the group of the same number. */
-		if (!cfg.gid_given)
-			cfg.gid = (pw = getpwuid(cfg.uid)) ? pw->pw_gid : (gid_t)cfg.uid;
 		if (sandbox_switch_user(cfg.uid, cfg.gid, &vm.log)) {
 			tty_restore(&tty);
 			vm_destroy(&vm);
@@ -191,8 +208,11 @@ int main(int argc, char **argv)
 	}
 	if (cfg.seccomp == SECCOMP_OFF) {
 		fprintf(stderr, "moat: WARNING: --seccomp off: running WITHOUT the sandbox (no syscall filter, "
-				"capabilities kept); a guest that compromises moat gets everything moat can do\n");
-	} else if (sandbox_drop_caps(&vm.log)) {
+				"capabilities kept, no Landlock); a guest that compromises moat gets everything moat "
+				"can do\n");
+	} else if (sandbox_drop_caps(&vm.log) || jail_landlock(&landlocked, &vm.log, err, sizeof(err))) {
+		if (err[0])
+			fprintf(stderr, "moat: %s\n", err);
 		tty_restore(&tty);
 		vm_destroy(&vm);
 		return MOAT_EXIT_ERROR;

@@ -142,6 +142,7 @@ void vcpu_run_loop(struct vcpu *vcpu)
 	}
 }
 
+/* Runs under the vCPU allow-list already (sandbox_thread_start). */
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *vcpu = arg;
@@ -150,18 +151,6 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-	/* --- sandbox: the vCPU allow-list goes on before the first KVM_RUN --- */
-	{
-		int r = sandbox_apply(THREAD_VCPU, vcpu->vm->cfg.seccomp, NULL);
-		if (r) {
-			vm_request_stop(vcpu->vm, VM_STOP_ERROR,
-					"vCPU %u: cannot apply the seccomp sandbox: %s; rerun with --seccomp off to "
-					"debug (this runs the guest unsandboxed)",
-					vcpu->id, strerror(-r));
-			return NULL;
-		}
-	}
-	/* --- end sandbox --- */
 	vcpu_run_loop(vcpu);
 	return NULL;
 }
@@ -171,12 +160,16 @@ int vcpu_start(struct vcpu *vcpu)
 	char name[16];
 	int r;
 
-	r = pthread_create(&vcpu->thread, NULL, vcpu_thread, vcpu);
-	if (r)
-		return -r;
-	vcpu->started = true;
 	snprintf(name, sizeof(name), "moat-vcpu%u", vcpu->id);
-	pthread_setname_np(vcpu->thread, name);
+	r = sandbox_thread_start(&vcpu->thread, THREAD_VCPU, vcpu->vm->cfg.seccomp, name, vcpu_thread, vcpu);
+	if (r) {
+		vm_request_stop(vcpu->vm, VM_STOP_ERROR,
+				"vCPU %u: cannot start its thread under the seccomp sandbox: %s; rerun with --seccomp "
+				"off to debug (this runs the guest unsandboxed)",
+				vcpu->id, strerror(-r));
+		return r;
+	}
+	vcpu->started = true;
 	return 0;
 }
 

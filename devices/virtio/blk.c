@@ -134,9 +134,11 @@ static int span_io(struct virtio_blk *blk, struct span *s, uint64_t pos, bool wr
 	while (s->left) {
 		struct iovec iov[IOV_BATCH];
 		uint64_t bytes = 0;
-		unsigned int n = 0;
-		int err;
+		unsigned int n = 0, dma;
+		int err = 0;
 
+		/* A read-side section (dma.h) from the translations to the end of the I/O through them. */
+		dma = dma_begin(blk->dev.as);
 		while (s->left && n < IOV_BATCH) {
 			const struct virtq_seg *g = &s->c->seg[s->seg];
 			uint32_t want = g->len - s->off < s->left ? g->len - s->off : s->left;
@@ -149,7 +151,7 @@ static int span_io(struct virtio_blk *blk, struct span *s, uint64_t pos, bool wr
 			 */
 			err = dma_translate(blk->dev.as, g->iova + s->off, want, perm, &host, &run);
 			if (err)
-				return err;
+				break;
 			iov[n++] = (struct iovec){ .iov_base = host, .iov_len = (size_t)run };
 			bytes += run;
 			s->left -= (uint32_t)run;
@@ -159,11 +161,14 @@ static int span_io(struct virtio_blk *blk, struct span *s, uint64_t pos, bool wr
 				s->off = 0;
 			}
 		}
-		err = blk_file_rw(&blk->file, iov, n, pos, write);
-		if (err) {
-			host_error(blk, err);
-			return err;
+		if (!err) {
+			err = blk_file_rw(&blk->file, iov, n, pos, write);
+			if (err)
+				host_error(blk, err);
 		}
+		dma_end(blk->dev.as, dma);
+		if (err)
+			return err;
 		pos += bytes;
 	}
 	return 0;

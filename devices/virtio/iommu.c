@@ -157,6 +157,10 @@ static void set_bypass(struct virtio_iommu *v, bool bypass)
 		if (!v->eps[i]->dom)
 			viommu_ep_changed(v->eps[i]);
 	pthread_rwlock_unlock(&v->state);
+	/* Endpoints are only added, never removed, and only on this thread do they change domain. */
+	for (unsigned int i = 0; i < v->neps; i++)
+		if (!v->eps[i]->dom)
+			viommu_ep_sync(v->eps[i]);
 }
 
 static int viommu_config_write(struct virtio_dev *dev, uint32_t off, const void *buf, uint32_t len)
@@ -296,7 +300,7 @@ void virtio_iommu_free(struct virtio_iommu *v)
 		return;
 	viommu_clear(v);
 	for (unsigned int i = 0; i < v->neps; i++)
-		free(v->eps[i]);
+		viommu_ep_free(v->eps[i]);
 	virtio_dev_fini(&v->dev);
 	close(v->fault_fd);
 	pthread_mutex_destroy(&v->fault_lock);
@@ -329,6 +333,7 @@ void virtio_iommu_stats(const struct virtio_iommu *v, char *buf, size_t len)
 	const struct viommu_counters *c = &v->ctr;
 	/* The device is a heap object created non-const: taking its lock through a const pointer is fine. */
 	pthread_rwlock_t *state = (pthread_rwlock_t *)&v->state;
+	struct iotlb_stats tlb = { 0 };
 	size_t pos = 0;
 
 	if (!len)
@@ -362,5 +367,17 @@ void virtio_iommu_stats(const struct virtio_iommu *v, char *buf, size_t len)
 		       (unsigned long long)s.unmap_requests, (unsigned long long)s.translations,
 		       (unsigned long long)s.translate_faults);
 	}
+	for (unsigned int i = 0; i < v->neps; i++) {
+		struct iotlb_stats s;
+
+		iotlb_stats(&v->eps[i]->tlb, &s);
+		tlb.hits += s.hits;
+		tlb.misses += s.misses;
+		tlb.stale_fills += s.stale_fills;
+		tlb.dropped += s.dropped;
+	}
 	pthread_rwlock_unlock(state);
+	append(buf, len, &pos, "; iotlb: %llu hits, %llu misses, %llu entries invalidated, %llu stale fills dropped",
+	       (unsigned long long)tlb.hits, (unsigned long long)tlb.misses, (unsigned long long)tlb.dropped,
+	       (unsigned long long)tlb.stale_fills);
 }

@@ -16,7 +16,11 @@
  *                                   DETACH, reset, a bypass write) and subscriber registration;
  *                                   read by every endpoint translation and around MAP/UNMAP.
  *   domain rwlock (iommu/)          the domain's mappings; notifiers run inside its write lock
+ *   endpoint IOTLB mutex            fills and invalidations of one endpoint's IOTLB (a leaf)
  *   fault mutex                     the bounded fault queue (a leaf)
+ * A request that takes translations away (UNMAP, ATTACH, DETACH, reset, bypass) then waits, holding
+ * only dev->lock, for the endpoints' read-side sections opened before it (vmm/dma.h); sections never
+ * wait and never take dev->lock of the IOMMU, so that wait always ends.
  * Endpoint translations run on OTHER devices' threads holding THEIR dev->lock, so nothing under
  * the state lock may take any device's dev->lock, and a subscriber callback must not call back
  * into the IOMMU (translate included): it runs with the state lock held.

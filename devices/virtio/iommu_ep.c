@@ -4,19 +4,32 @@
  * told when the endpoint's translations change.
  *
  * Translation runs on other devices' threads (their workers, or a vCPU enabling their queues)
- * while the IOMMU's own thread changes domains: it takes only the state read lock and, inside
- * iommu_translate, the domain's read lock. It never caches: every access walks the page table,
- * so an UNMAP is in force for every new translation the moment the domain's write lock is
- * released. What stays open: a host pointer a device got just before that is still used for the
- * one copy it was for (dma.h: use it at once, never keep it), so that copy may land after the
- * UNMAP completed. Closing it needs devices to bracket translate + copy in a read-side section
- * that UNMAP waits out: a dma_as API change, not something this file can do alone.
+ * while the IOMMU's own thread changes domains. A translation first looks in the endpoint's IOTLB
+ * (vmm/iotlb.h: no lock, a few loads); a miss takes the state read lock and, inside
+ * iommu_translate, the domain's read lock, walks the page table and fills the IOTLB with the page
+ * around the access (up to EP_TLB_SPAN more), so ring and buffer accesses that follow hit.
+ *
+ * Why a hit is never stale: every change to what the endpoint translates goes through here first.
+ * UNMAP reaches viommu_fanout_unmapped inside the domain's write lock, which empties the IOTLB
+ * entries overlapping the range; an endpoint changing domain or bypass mode reaches
+ * viommu_ep_changed, which empties all of them; MAP only adds translations (an overlapping MAP is
+ * refused) and faults are never cached. A fill whose walk raced with one of these is dropped.
+ *
+ * The stale host pointer: a pointer a device got just before an UNMAP could still be used for the
+ * copy it was for after the UNMAP completed. Devices translate and copy inside read-side sections
+ * (dma_begin/dma_end, the endpoint's dma_gate), and every request that takes translations away
+ * (UNMAP, ATTACH, DETACH, reset, a bypass change) waits before it completes until the sections
+ * opened before the change have closed (viommu_ep_sync; requests mark the endpoints they affect and
+ * the request queue waits once per batch, viommu_sync_pending). Sections never wait.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "devices/virtio/iommu_internal.h"
+
+/* A miss fills the IOTLB with the access's page and up to this much more, as far as it is contiguous. */
+#define EP_TLB_SPAN (64u * 1024u)
 
 _Static_assert(DMA_READ == IOMMU_READ && DMA_WRITE == IOMMU_WRITE, "DMA and IOMMU permissions share values");
 _Static_assert(IOMMU_READ == VIRTIO_IOMMU_FAULT_F_READ && IOMMU_WRITE == VIRTIO_IOMMU_FAULT_F_WRITE,
@@ -32,6 +45,8 @@ int virtio_iommu_endpoint_new(struct virtio_iommu *v, struct viommu_endpoint **o
 		return -ENOMEM;
 	ep->v = v;
 	ep->as = (struct dma_as){ .ops = &viommu_ep_as_ops, .ctx = ep };
+	iotlb_init(&ep->tlb);
+	dma_gate_init(&ep->gate);
 	/* The subscriber fan-out walks eps under the state lock. */
 	pthread_rwlock_wrlock(&v->state);
 	if (v->neps == VIOMMU_MAX_ENDPOINTS)
@@ -40,11 +55,18 @@ int virtio_iommu_endpoint_new(struct virtio_iommu *v, struct viommu_endpoint **o
 		v->eps[v->neps++] = ep;
 	pthread_rwlock_unlock(&v->state);
 	if (err) {
-		free(ep);
+		viommu_ep_free(ep);
 		return err;
 	}
 	*out = ep;
 	return 0;
+}
+
+void viommu_ep_free(struct viommu_endpoint *ep)
+{
+	iotlb_fini(&ep->tlb);
+	dma_gate_fini(&ep->gate);
+	free(ep);
 }
 
 void virtio_iommu_endpoint_set_id(struct viommu_endpoint *ep, uint32_t id)
@@ -96,6 +118,7 @@ struct viommu_endpoint *viommu_ep_find(struct virtio_iommu *v, uint32_t id)
 
 void viommu_ep_changed(struct viommu_endpoint *ep)
 {
+	iotlb_invalidate(&ep->tlb, 0, UINT64_MAX);
 	for (unsigned int i = 0; i < ep->nsubs; i++)
 		if (ep->subs[i]->unmapped)
 			ep->subs[i]->unmapped(ep->subs[i]->ctx, 0, UINT64_MAX);
@@ -115,6 +138,7 @@ void viommu_fanout_unmapped(void *ctx, uint64_t iova, uint64_t len)
 
 		if (ep->dom != dom)
 			continue;
+		iotlb_invalidate(&ep->tlb, iova, len);
 		for (unsigned int k = 0; k < ep->nsubs; k++)
 			if (ep->subs[k]->unmapped)
 				ep->subs[k]->unmapped(ep->subs[k]->ctx, iova, len);
@@ -179,47 +203,126 @@ unsigned int viommu_faults_take(struct virtio_iommu *v, struct viommu_fault_rec 
 	return n;
 }
 
-static int ep_translate(const struct dma_as *as, uint64_t iova, uint64_t len, unsigned int perm, void **host,
-			uint64_t *run)
+/*
+ * One walk of [iova, iova+len) through ep's domain (or bypass) to a host run. A refusal by the
+ * IOMMU fills *f (to report) and returns -EFAULT; a translation landing outside RAM returns -ERANGE.
+ */
+static int ep_walk(struct viommu_endpoint *ep, uint64_t iova, uint64_t len, unsigned int perm, void **host,
+		   uint64_t *run, struct viommu_fault_rec *f)
 {
-	struct viommu_endpoint *ep = as->ctx;
 	struct virtio_iommu *v = ep->v;
-	struct viommu_fault_rec f = { .reason = 0 };
 	uint64_t gpa = iova, glen = len;
 	int err = 0;
 
-	if (!len || !perm || (perm & ~(DMA_READ | DMA_WRITE)))
-		return -EFAULT;
 	/* GUEST: iova and len come from a driver; the page table and gm bound them below. */
 	pthread_rwlock_rdlock(&v->state);
-	f.endpoint = ep->id;
+	f->endpoint = ep->id;
 	if (ep->dom && !ep->dom->bypass) {
 		err = iommu_translate(ep->dom->d, iova, len, perm, &gpa, &glen);
 		if (err == -ENOENT || err == -EACCES)
-			f.reason = VIRTIO_IOMMU_FAULT_R_MAPPING;
+			f->reason = VIRTIO_IOMMU_FAULT_R_MAPPING;
 	} else if (!ep->dom && !v->bypass) {
 		/* 5.13.6.2: unattached and not in bypass mode: no access to guest memory. */
 		err = -EPERM;
-		f.reason = VIRTIO_IOMMU_FAULT_R_DOMAIN;
+		f->reason = VIRTIO_IOMMU_FAULT_R_DOMAIN;
 	}
 	/* Neither: bypass (config.bypass or a bypass domain), identity over the whole length. */
 	if (!err) {
 		/* GUEST: [gpa, gpa+glen) from the page table (or identity); clipped to one RAM region. */
-		err = v->gm_as.ops->translate(&v->gm_as, gpa, glen, perm, host, run);
-		if (err)
-			ctr_add(&v->ctr.bad_target, 1);
+		err = v->gm_as.ops->translate(&v->gm_as, gpa, glen, perm, host, run) ? -ERANGE : 0;
 	}
 	pthread_rwlock_unlock(&v->state);
+	return err == -ERANGE ? err : err ? -EFAULT : 0;
+}
+
+static int ep_translate(const struct dma_as *as, uint64_t iova, uint64_t len, unsigned int perm, void **host,
+			uint64_t *run)
+{
+	struct viommu_endpoint *ep = as->ctx;
+	struct viommu_fault_rec f = { .reason = 0 };
+	uint64_t gen, base, skip, wide, r;
+	void *h;
+	int err;
+
+	if (!len || !perm || (perm & ~(DMA_READ | DMA_WRITE)))
+		return -EFAULT;
+	if (iotlb_lookup(&ep->tlb, iova, len, perm, host, run))
+		return 0;
+	/* Before the walk: an invalidation from here on makes the fill below a no-op. */
+	gen = iotlb_gen(&ep->tlb);
+	/* The whole page the access starts in, and EP_TLB_SPAN past it, so the accesses that follow hit. */
+	base = iova & ~(IOMMU_PAGE_SIZE - 1);
+	skip = iova - base;
+	wide = skip + (len > EP_TLB_SPAN ? len : EP_TLB_SPAN);
+	if (wide - 1 > UINT64_MAX - base)
+		wide = skip + len; /* iova + len - 1 does not wrap (dma.c checked) */
+	if (ep_walk(ep, base, wide, perm, &h, &r, &f) == 0 && r > skip) {
+		iotlb_fill(&ep->tlb, gen, base, r, h, perm);
+		*host = (uint8_t *)h + skip;
+		*run = r - skip < len ? r - skip : len;
+		return 0;
+	}
+	/* The access itself decides: a refusal at the page start need not be one at iova (RAM may start mid-page). */
+	f = (struct viommu_fault_rec){ .reason = 0 };
+	err = ep_walk(ep, iova, len, perm, host, run, &f);
+	if (err == -ERANGE)
+		ctr_add(&ep->v->ctr.bad_target, 1);
 	if (f.reason) {
 		f.flags = perm | VIRTIO_IOMMU_FAULT_F_ADDRESS;
 		f.address = iova;
-		fault_record(v, &f);
+		fault_record(ep->v, &f);
 	}
 	return err ? -EFAULT : 0;
 }
 
+static unsigned int ep_begin(const struct dma_as *as)
+{
+	struct viommu_endpoint *ep = as->ctx;
+
+	return dma_gate_enter(&ep->gate);
+}
+
+static void ep_end(const struct dma_as *as, unsigned int token)
+{
+	struct viommu_endpoint *ep = as->ctx;
+
+	dma_gate_leave(&ep->gate, token);
+}
+
+void viommu_ep_sync(struct viommu_endpoint *ep)
+{
+	dma_gate_wait(&ep->gate);
+}
+
+void viommu_dom_mark(struct virtio_iommu *v, const struct viommu_dom *dom)
+{
+	for (unsigned int i = 0; i < v->neps; i++)
+		if (v->eps[i]->dom == dom)
+			v->eps[i]->sync_pending = true;
+}
+
+void viommu_sync_pending(struct virtio_iommu *v)
+{
+	struct viommu_endpoint *eps[VIOMMU_MAX_ENDPOINTS];
+	unsigned int n = 0;
+
+	/* Collected under the lock, waited for outside it: a section's next translation takes it. */
+	pthread_rwlock_rdlock(&v->state);
+	for (unsigned int i = 0; i < v->neps; i++) {
+		if (!v->eps[i]->sync_pending)
+			continue;
+		v->eps[i]->sync_pending = false;
+		eps[n++] = v->eps[i];
+	}
+	pthread_rwlock_unlock(&v->state);
+	for (unsigned int i = 0; i < n; i++)
+		dma_gate_wait(&eps[i]->gate);
+}
+
 const struct dma_as_ops viommu_ep_as_ops = {
 	.translate = ep_translate,
+	.begin = ep_begin,
+	.end = ep_end,
 };
 
 /* ------------------------------------------------------------------ device IOTLB misses */

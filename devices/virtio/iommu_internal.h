@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "devices/virtio/iommu.h"
+#include "vmm/iotlb.h"
 
 #define VIOMMU_REQUESTQ 0u
 #define VIOMMU_EVENTQ 1u
@@ -52,6 +53,9 @@ struct viommu_endpoint {
 	struct viommu_dom *dom; /* NULL: not attached (bypass or blocked by config.bypass) */
 	const struct iommu_notifier *subs[VIOMMU_EP_MAX_NOTIFIERS];
 	unsigned int nsubs;
+	struct iotlb tlb;     /* the device's recent translations; emptied before subscribers are told */
+	struct dma_gate gate; /* the device's read-side sections, waited out before a change completes */
+	bool sync_pending;    /* a request in the batch being served took translations away (IOMMU's thread) */
 };
 
 struct viommu_fault_rec {
@@ -124,6 +128,21 @@ void viommu_ep_changed(struct viommu_endpoint *ep);
 /* The domain notifier's callbacks: forward to the subscribers of the endpoints in the domain. */
 void viommu_fanout_unmapped(void *ctx, uint64_t iova, uint64_t len);
 void viommu_fanout_mapped(void *ctx, uint64_t iova, uint64_t gpa, uint64_t len, unsigned int perm);
+/* Free an endpoint (virtio_iommu_free): no device may translate through it any more. */
+void viommu_ep_free(struct viommu_endpoint *ep);
+/*
+ * Wait until no copy through a translation ep had before now is running: its device's read-side
+ * sections opened earlier have closed. On the IOMMU's thread, after the change (UNMAP, ATTACH, ...)
+ * and before its request completes, holding neither the state lock nor a domain lock.
+ */
+void viommu_ep_sync(struct viommu_endpoint *ep);
+/* Mark every endpoint attached to dom for viommu_sync_pending. State lock held (either way). */
+void viommu_dom_mark(struct virtio_iommu *v, const struct viommu_dom *dom);
+/*
+ * viommu_ep_sync for every endpoint marked since the last call, then clear the marks: once per batch
+ * of requests, before any of them completes. IOMMU's thread, no lock held.
+ */
+void viommu_sync_pending(struct virtio_iommu *v);
 /* Drain the fault queue into out (VIOMMU_FAULT_QUEUE entries); returns how many. */
 unsigned int viommu_faults_take(struct virtio_iommu *v, struct viommu_fault_rec *out);
 

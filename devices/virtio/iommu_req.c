@@ -161,17 +161,23 @@ static void ep_move(struct virtio_iommu *v, struct viommu_endpoint *ep, struct v
 
 void viommu_clear(struct virtio_iommu *v)
 {
+	bool moved[VIOMMU_MAX_ENDPOINTS] = { false };
+
 	pthread_rwlock_wrlock(&v->state);
 	for (unsigned int i = 0; i < v->neps; i++) {
 		if (!v->eps[i]->dom)
 			continue;
 		v->eps[i]->dom = NULL;
+		moved[i] = true;
 		viommu_ep_changed(v->eps[i]);
 	}
 	for (uint32_t i = 0; i < v->ndoms; i++)
 		dom_destroy(v->doms[i]);
 	v->ndoms = 0;
 	pthread_rwlock_unlock(&v->state);
+	for (unsigned int i = 0; i < VIOMMU_MAX_ENDPOINTS; i++)
+		if (moved[i])
+			viommu_ep_sync(v->eps[i]);
 }
 
 /* ------------------------------------------------------------------ requests */
@@ -216,6 +222,8 @@ static uint8_t req_attach(struct virtio_iommu *v, const struct virtio_iommu_req_
 	if (created)
 		dom_insert(v, dom);
 	pthread_rwlock_unlock(&v->state);
+	/* No copy through the old domain may outlive the request (waited for before the batch completes). */
+	ep->sync_pending = true;
 	return VIRTIO_IOMMU_S_OK;
 }
 
@@ -236,6 +244,7 @@ static uint8_t req_detach(struct virtio_iommu *v, const struct virtio_iommu_req_
 	pthread_rwlock_wrlock(&v->state);
 	ep_move(v, ep, NULL);
 	pthread_rwlock_unlock(&v->state);
+	ep->sync_pending = true;
 	return VIRTIO_IOMMU_S_OK;
 }
 
@@ -308,7 +317,7 @@ static uint8_t req_map(struct virtio_iommu *v, const struct virtio_iommu_req_map
 
 static uint8_t req_unmap(struct virtio_iommu *v, const struct virtio_iommu_req_unmap *u)
 {
-	uint64_t start = le64toh(u->virt_start), end = le64toh(u->virt_end);
+	uint64_t start = le64toh(u->virt_start), end = le64toh(u->virt_end), bytes = 0;
 	struct viommu_dom *dom;
 	uint8_t st;
 	int err;
@@ -325,7 +334,10 @@ static uint8_t req_unmap(struct virtio_iommu *v, const struct virtio_iommu_req_u
 	if (start < v->lim.input_start || end > v->lim.input_end)
 		return VIRTIO_IOMMU_S_RANGE;
 	pthread_rwlock_rdlock(&v->state);
-	err = iommu_unmap(dom->d, start, end, NULL);
+	err = iommu_unmap(dom->d, start, end, &bytes);
+	/* The page table and the IOTLBs are clean; no copy through what was removed may outlive the batch. */
+	if (!err && bytes)
+		viommu_dom_mark(v, dom);
 	pthread_rwlock_unlock(&v->state);
 	switch (err) {
 	case 0: /* 5.13.6.6.2: unmapped parts of the range are fine */
@@ -447,12 +459,36 @@ static int serve_one(struct virtio_iommu *v, const struct virtq *q, const struct
 	return 0;
 }
 
-static int serve_request(struct virtio_dev *dev, const struct virtq *q, const struct virtq_chain *c, uint32_t *used)
-{
-	return serve_one(to_viommu(dev), q, c, used);
-}
-
+/*
+ * Serve every available request, then complete them together: a request that took translations
+ * away (UNMAP, ATTACH, DETACH) must not complete while a device copy through them may still run, and
+ * one wait per batch covers all of them (a lazy guest sends its UNMAPs in batches).
+ */
 void viommu_serve_requests(struct virtio_iommu *v)
 {
-	virtio_serve_queue(&v->dev, VIOMMU_REQUESTQ, serve_request);
+	struct virtq *q = virtio_queue(&v->dev, VIOMMU_REQUESTQ);
+	struct virtq_chain chain;
+	uint16_t head[VIOMMU_REQUESTQ_SIZE];
+	uint32_t used[VIOMMU_REQUESTQ_SIZE];
+	unsigned int n = 0;
+	int r = 0;
+
+	if (!q)
+		return;
+	/* At most a queue's worth is outstanding (virtq_pop refuses more), so the arrays cannot overflow. */
+	while (n < VIOMMU_REQUESTQ_SIZE && (r = virtq_pop(q, &chain)) == 1) {
+		r = serve_one(v, q, &chain, &used[n]);
+		if (r)
+			break;
+		head[n++] = chain.head;
+	}
+	viommu_sync_pending(v);
+	for (unsigned int i = 0; i < n; i++)
+		if (virtq_push(q, head[i], used[i]))
+			r = -EFAULT;
+	/* A malformed chain, or guest memory gone from under one: the queue is broken until a reset. */
+	if (r < 0)
+		virtio_set_needs_reset(&v->dev);
+	if (n && virtio_notify_used(&v->dev, VIOMMU_REQUESTQ) < 0)
+		return;
 }

@@ -75,9 +75,9 @@ static int tx_send(struct virtio_net *n, struct net_pair *p, const struct virtq 
 {
 	const struct virtq_chain *c = &p->tx.chain;
 	struct virtio_net_hdr hdr;
-	unsigned int niov = 0;
-	ssize_t w;
-	int r;
+	unsigned int niov = 0, dma;
+	ssize_t w = -1;
+	int r, err = 0;
 
 	/* GUEST: transmit buffers are read-only (2.7.4) and hold a header and at most one maximal frame. */
 	if (c->nseg != c->nread || c->read_len < VIRTIO_NET_HDR_LEN ||
@@ -94,17 +94,23 @@ static int tx_send(struct virtio_net *n, struct net_pair *p, const struct virtq 
 		return 0;
 	}
 	p->tx.iov[0] = (struct iovec){ .iov_base = &hdr, .iov_len = sizeof(hdr) };
+	/* A read-side section (dma.h) from the translations to the end of the writev that reads through them. */
+	dma = dma_begin(q->as);
 	r = chain_iov(q->as, c, VIRTIO_NET_HDR_LEN, p->tx.iov + 1, NET_TX_IOV - 1, &niov);
+	if (!r) {
+		do {
+			w = writev(p->fd, p->tx.iov, (int)niov + 1);
+		} while (w < 0 && errno == EINTR);
+		err = errno;
+	}
+	dma_end(q->as, dma);
 	if (r == -E2BIG) {
 		n->c.tx_errors++; /* scattered beyond reason */
 		return 0;
 	}
 	if (r)
 		return r;
-	do {
-		w = writev(p->fd, p->tx.iov, (int)niov + 1);
-	} while (w < 0 && errno == EINTR);
-	if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+	if (w < 0 && (err == EAGAIN || err == EWOULDBLOCK))
 		return -EAGAIN;
 	if (w != (ssize_t)c->read_len) {
 		n->c.tx_dropped++;
@@ -128,6 +134,30 @@ static bool tx_rearm(int fd)
 }
 
 /*
+ * The pending chain, else the next one: 1 sent (or dropped) and returned to the driver, 0 nothing
+ * available, -EAGAIN back end full (the chain stays pending), other -errno: the queue is broken.
+ */
+static int tx_one(struct virtio_net *n, unsigned int pair, struct virtq *q)
+{
+	struct net_tx *tx = &n->pairs[pair].tx;
+	int r;
+
+	if (!tx->pending) {
+		r = virtq_pop(q, &tx->chain);
+		if (r <= 0)
+			return r;
+		tx->pending = true;
+	}
+	r = tx_send(n, &n->pairs[pair], q);
+	if (r == -EAGAIN)
+		return r;
+	if (r || virtq_push(q, tx->chain.head, 0))
+		return r ? r : -EFAULT;
+	tx->pending = false;
+	return 1;
+}
+
+/*
  * Send every chain the guest has made available. On EAGAIN the chain stays popped and
  * pending; the fd's EPOLLOUT (or the next kick) resumes. Each chain goes back with used
  * length 0: the device wrote nothing into it.
@@ -136,7 +166,6 @@ void net_tx_drain(struct virtio_net *n, unsigned int pair)
 {
 	struct virtio_dev *dev = &n->dev;
 	struct virtq *q = virtio_queue(dev, tx_queue(pair));
-	struct net_tx *tx = &n->pairs[pair].tx;
 	bool used = false;
 	unsigned int rearms = 0;
 	int r;
@@ -144,27 +173,19 @@ void net_tx_drain(struct virtio_net *n, unsigned int pair)
 	if (!q || !virtio_dev_live(dev))
 		return;
 	for (;;) {
-		if (!tx->pending) {
-			r = virtq_pop(q, &tx->chain);
-			if (r == 0)
-				break;
-			if (r < 0) {
-				virtio_set_needs_reset(dev);
-				return;
-			}
-			tx->pending = true;
-		}
-		r = tx_send(n, &n->pairs[pair], q);
-		/* Bounded: a TAP that keeps saying "writable" then EAGAIN must not spin the worker. */
-		if (r == -EAGAIN && tx_rearm(n->pairs[pair].fd) && ++rearms < 8)
-			continue;
-		if (r == -EAGAIN)
+		r = tx_one(n, pair, q);
+		if (r == 0)
 			break;
-		if (r || virtq_push(q, tx->chain.head, 0)) {
+		if (r == -EAGAIN) {
+			/* Bounded: a TAP that keeps saying "writable" then EAGAIN must not spin the worker. */
+			if (tx_rearm(n->pairs[pair].fd) && ++rearms < 8)
+				continue;
+			break;
+		}
+		if (r < 0) {
 			virtio_set_needs_reset(dev);
 			return;
 		}
-		tx->pending = false;
 		used = true;
 	}
 	if (used && virtio_notify_used(dev, tx_queue(pair)))

@@ -227,7 +227,7 @@ static int avail_pending(const struct virtq *q, uint16_t *pending)
 	return *pending > q->size ? -EINVAL : 0;
 }
 
-int virtq_pop(struct virtq *q, struct virtq_chain *chain)
+static int pop_in_section(struct virtq *q, struct virtq_chain *chain)
 {
 	uint16_t pending, head;
 	int err;
@@ -275,19 +275,40 @@ int virtq_pop(struct virtq *q, struct virtq_chain *chain)
 	return 1;
 }
 
+/*
+ * Each operation on the rings is one read-side section (dma.h): host pointers to the rings and
+ * buffers live only inside it, so an UNMAP waits at most for one ring update or one segment copy.
+ */
+int virtq_pop(struct virtq *q, struct virtq_chain *chain)
+{
+	unsigned int dma;
+	int r;
+
+	if (!q->ready)
+		return q->error ? q->error : 0;
+	dma = dma_begin(q->as);
+	r = pop_in_section(q, chain);
+	dma_end(q->as, dma);
+	return r;
+}
+
 int virtq_push(struct virtq *q, uint16_t head, uint32_t written)
 {
 	struct virtq_used_elem e = { .id = htole32(head), .len = htole32(written) };
+	unsigned int dma;
 	int err;
 
 	if (!q->ready || head >= q->size)
 		return -EINVAL;
+	dma = dma_begin(q->as);
 	err = dma_write(q->as, q->used + USED_RING + 8u * (uint64_t)(q->used_idx % q->size), &e, sizeof(e));
-	if (err)
-		return err;
-	q->used_idx++;
-	/* Release: the entry must be visible before the driver can see the new idx. */
-	return ring_store16(q, q->used + USED_IDX, q->used_idx, __ATOMIC_RELEASE);
+	if (!err) {
+		q->used_idx++;
+		/* Release: the entry must be visible before the driver can see the new idx. */
+		err = ring_store16(q, q->used + USED_IDX, q->used_idx, __ATOMIC_RELEASE);
+	}
+	dma_end(q->as, dma);
+	return err;
 }
 
 /* VIRTIO 1.2 2.7.10: has new_idx passed event since old_idx? All mod 2^16. */
@@ -296,7 +317,22 @@ static bool need_event(uint16_t event, uint16_t new_idx, uint16_t old_idx)
 	return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old_idx);
 }
 
+static int needs_notify(struct virtq *q);
+
 int virtq_needs_notify(struct virtq *q)
+{
+	unsigned int dma;
+	int r;
+
+	if (!q->ready)
+		return 0;
+	dma = dma_begin(q->as);
+	r = needs_notify(q);
+	dma_end(q->as, dma);
+	return r;
+}
+
+static int needs_notify(struct virtq *q)
 {
 	uint16_t old = q->signalled_used, new_idx = q->used_idx, val;
 	bool valid = q->signalled_valid;
@@ -332,6 +368,7 @@ static int chain_copy(const struct virtq *q, const struct virtq_chain *c, unsign
 {
 	for (unsigned int i = from; i < to && len; i++) {
 		const struct virtq_seg *s = &c->seg[i];
+		unsigned int dma;
 		uint32_t n;
 		int err;
 
@@ -341,7 +378,9 @@ static int chain_copy(const struct virtq *q, const struct virtq_chain *c, unsign
 		}
 		n = s->len - off < len ? s->len - off : len;
 		/* GUEST: [iova+off, +n) lies in a segment checked at pop; dma re-checks the mapping now. */
+		dma = dma_begin(q->as);
 		err = out ? dma_read(q->as, s->iova + off, buf, n) : dma_write(q->as, s->iova + off, buf, n);
+		dma_end(q->as, dma);
 		if (err)
 			return err;
 		buf += n;

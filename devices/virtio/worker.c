@@ -96,15 +96,7 @@ static void *worker_thread(void *arg)
 	struct virtio_worker *w = arg;
 	int r;
 
-	/* --- sandbox: the device allow-list goes on before the first guest-driven event --- */
-	r = sandbox_apply(THREAD_DEVICE, w->vm->cfg.seccomp, NULL);
-	if (r) {
-		vm_request_stop(w->vm, VM_STOP_ERROR,
-				"%s: cannot apply the seccomp sandbox: %s; rerun with --seccomp off to debug (this runs "
-				"the guest unsandboxed)",
-				w->name, strerror(-r));
-		return NULL;
-	}
+	/* Under the device allow-list already (sandbox_thread_start), before the first guest-driven event. */
 	while (!w->stopping) {
 		r = event_loop_poll(&w->loop, -1);
 		if (r < 0 && r != -EINTR) {
@@ -117,11 +109,15 @@ static void *worker_thread(void *arg)
 
 int virtio_worker_start(struct virtio_worker *w)
 {
-	int r = pthread_create(&w->thread, NULL, worker_thread, w);
+	int r = sandbox_thread_start(&w->thread, THREAD_DEVICE, w->vm->cfg.seccomp, w->name, worker_thread, w);
 
-	if (r)
-		return -r;
-	pthread_setname_np(w->thread, w->name);
+	if (r) {
+		vm_request_stop(w->vm, VM_STOP_ERROR,
+				"%s: cannot start the device thread under the seccomp sandbox: %s; rerun with --seccomp "
+				"off to debug (this runs the guest unsandboxed)",
+				w->name, strerror(-r));
+		return r;
+	}
 	w->started = true;
 	return 0;
 }

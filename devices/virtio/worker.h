@@ -41,7 +41,7 @@ struct virtio_worker {
 /* Kick eventfds for every queue of dev and the loop; no thread yet. -errno. */
 int virtio_worker_init(struct virtio_worker *w, struct vm *vm, struct virtio_dev *dev, const char *name)
 	__attribute__((warn_unused_result));
-/* Start the thread (it applies the device allow-list to itself first). -errno. */
+/* Start the thread through sandbox_thread_start (named, under the device allow-list). -errno. */
 int virtio_worker_start(struct virtio_worker *w) __attribute__((warn_unused_result));
 /* Ask the thread to finish and join it. */
 void virtio_worker_stop(struct virtio_worker *w);

@@ -132,6 +132,8 @@ scenario rng 0 'MOAT_INIT_OK|RNG_CURRENT=virtio_rng|RNG_BYTES=256' "$FORBID_COMM
 	"${G[@]}" --rng --cmdline "$CMDLINE moat.scenario=rng"
 scenario missing-kernel 1 '' '' '/nonexistent' -- \
 	--kernel /nonexistent --initrd "$INITRD" --cmdline "$CMDLINE"
+scenario jail-missing-dir 1 '' '' "--jail '/nonexistent/moat-jail' does not exist|mkdir" -- \
+	"${G[@]}" --cmdline "$CMDLINE" --jail /nonexistent/moat-jail
 
 if [ $LIST = 1 ]; then
 	for n in "${NAMES[@]}"; do echo "$n: exit ${S_RC[$n]}; moat ${S_ARGS[$n]}"; done

@@ -4,7 +4,9 @@
  * syscall. Anything that loads a filter on a thread the test runner needs runs in a forked child.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <signal.h>
@@ -91,6 +93,16 @@ Test(sandbox, every_filter_builds)
 		cr_assert_str_neq(sandbox_thread_kind_name((enum thread_kind)k), "unknown");
 	}
 	cr_assert_str_eq(sandbox_thread_kind_name(THREAD_VCPU), "vcpu");
+}
+
+/* README.md's sandbox table gives these numbers: change both together. */
+Test(sandbox, allowed_syscall_counts_match_the_readme)
+{
+	cr_assert_eq(sandbox_allowed_syscalls(THREAD_MAIN), 22);
+	cr_assert_eq(sandbox_allowed_syscalls(THREAD_VCPU), 15);
+	cr_assert_eq(sandbox_allowed_syscalls(THREAD_DEVICE), 25);
+	cr_assert_eq(sandbox_allowed_syscalls(THREAD_VHOST), 17);
+	cr_assert_eq(sandbox_allowed_syscalls(THREAD_KIND_COUNT), 0);
 }
 
 struct vcpu_job {
@@ -200,6 +212,9 @@ static void *forbidden(void *arg)
 	case __NR_ptrace:
 		syscall(__NR_ptrace, 0 /* PTRACE_TRACEME */, 0, 0, 0);
 		break;
+	case __NR_memfd_create:
+		syscall(__NR_memfd_create, "x", 0);
+		break;
 	case __NR_ioctl:
 		/* An ioctl request the vCPU thread does not need: the argument filter refuses it. */
 		syscall(__NR_ioctl, 0, (unsigned long)KVM_CREATE_VM, 0);
@@ -220,18 +235,26 @@ FORBIDDEN_CHILD(execve)
 FORBIDDEN_CHILD(socket)
 FORBIDDEN_CHILD(ptrace)
 FORBIDDEN_CHILD(ioctl)
+FORBIDDEN_CHILD(memfd_create)
 
-static void expect_killed(void (*child)(void), const char *name)
+static void expect_killed_as(void (*child)(void), const char *kind, const char *name)
 {
 	char msg[512];
-	char want[64];
+	char want[96];
 	int st = in_child(child, msg, sizeof(msg));
 
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s: expected exit status 1, got wait status 0x%x; stderr: %s",
 		  name, st, msg);
-	cr_assert(strstr(msg, "moat: seccomp: thread vcpu made forbidden syscall"), "%s: stderr: %s", name, msg);
+	snprintf(want, sizeof(want), "moat: seccomp: thread %s made forbidden syscall", kind);
+	cr_assert(strstr(msg, want), "%s: the message should name the thread kind %s: %s", name, kind, msg);
 	snprintf(want, sizeof(want), "(%s)", name);
 	cr_assert(strstr(msg, want), "%s: the message should name the syscall: %s", name, msg);
+	cr_assert_eq(strchr(msg, '\n'), msg + strlen(msg) - 1, "expected exactly one line: %s", msg);
+}
+
+static void expect_killed(void (*child)(void), const char *name)
+{
+	expect_killed_as(child, "vcpu", name);
 }
 
 Test(sandbox, forbidden_execve_kills_with_a_message)
@@ -247,6 +270,11 @@ Test(sandbox, forbidden_socket_kills_with_a_message)
 Test(sandbox, forbidden_ptrace_kills_with_a_message)
 {
 	expect_killed(child_ptrace, "ptrace");
+}
+
+Test(sandbox, forbidden_memfd_create_kills_with_a_message)
+{
+	expect_killed(child_memfd_create, "memfd_create");
 }
 
 Test(sandbox, unlisted_ioctl_request_kills_with_a_message)
@@ -279,4 +307,127 @@ Test(sandbox, log_mode_lets_forbidden_syscalls_through)
 	int st = in_child(child_logged, msg, sizeof(msg));
 
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "wait status 0x%x; stderr: %s", st, msg);
+}
+
+/* ------------------------------------------------------------------ sandbox_thread_start */
+
+static void *open_a_socket(void *arg)
+{
+	syscall(__NR_socket, AF_INET, SOCK_STREAM, 0);
+	_exit(21); /* still alive: the filter let it through */
+}
+
+/* The kind of the thread the helper started is the one the report names. */
+#define HELPER_CHILD(kind, tk)                                                                       \
+	static void child_helper_##kind(void)                                                        \
+	{                                                                                            \
+		pthread_t t;                                                                         \
+		if (sandbox_thread_start(&t, tk, SECCOMP_KILL, "moat-test", open_a_socket, NULL))    \
+			_exit(20);                                                                   \
+		pthread_join(t, NULL);                                                               \
+		_exit(22);                                                                           \
+	}
+HELPER_CHILD(vcpu, THREAD_VCPU)
+HELPER_CHILD(device, THREAD_DEVICE)
+HELPER_CHILD(main, THREAD_MAIN)
+
+Test(sandbox, helper_thread_vcpu_socket_kills_naming_vcpu)
+{
+	expect_killed_as(child_helper_vcpu, "vcpu", "socket");
+}
+
+Test(sandbox, helper_thread_device_socket_kills_naming_device)
+{
+	expect_killed_as(child_helper_device, "device", "socket");
+}
+
+Test(sandbox, helper_thread_main_socket_kills_naming_main)
+{
+	expect_killed_as(child_helper_main, "main", "socket");
+}
+
+struct named_job {
+	int fd; /* the thread blocks reading it until the test has looked at the thread */
+};
+
+static void *wait_on_pipe(void *arg)
+{
+	struct named_job *j = arg;
+	char c;
+
+	/* read is in the device allow-list: the thread stays alive under its filter. */
+	if (read(j->fd, &c, 1) != 1)
+		_exit(24);
+	return NULL;
+}
+
+/* The thread is named before its filter goes on, and runs fn under it. Exit 0: all held. */
+static void child_named_thread(void)
+{
+	struct named_job j;
+	char name[16] = "", path[300], status[4096];
+	struct dirent *de;
+	DIR *dir;
+	int p[2], fd;
+	ssize_t n;
+	pthread_t t;
+
+	if (pipe(p))
+		_exit(30);
+	j.fd = p[0];
+	if (sandbox_thread_start(&t, THREAD_DEVICE, SECCOMP_KILL, "moat-named", wait_on_pipe, &j))
+		_exit(31);
+	if (pthread_getname_np(t, name, sizeof(name)) || strcmp(name, "moat-named")) {
+		fprintf(stderr, "thread name '%s'\n", name);
+		_exit(32);
+	}
+	/* Seccomp: 2 (filter) on the new thread: find it by name among the tasks. */
+	dir = opendir("/proc/self/task");
+	while (dir && (de = readdir(dir))) {
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", de->d_name);
+		fd = open(path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		n = read(fd, status, sizeof(status) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		status[n] = '\0';
+		if (!strstr(status, "Name:\tmoat-named\n"))
+			continue;
+		if (!strstr(status, "Seccomp:\t2\n")) {
+			fprintf(stderr, "the new thread is not under a seccomp filter:\n%s", status);
+			_exit(33);
+		}
+		if (write(p[1], "x", 1) != 1 || pthread_join(t, NULL))
+			_exit(34);
+		_exit(0);
+	}
+	fprintf(stderr, "the thread moat-named is not in /proc/self/task\n");
+	_exit(35);
+}
+
+Test(sandbox, helper_names_the_thread_and_filters_it)
+{
+	char msg[512];
+	int st = in_child(child_named_thread, msg, sizeof(msg));
+
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "wait status 0x%x; stderr: %s", st, msg);
+}
+
+static void *must_not_run(void *arg)
+{
+	*(int *)arg = 1;
+	return NULL;
+}
+
+/* A filter that cannot be built: an error back, and the function never ran. No filter is loaded. */
+Test(sandbox, helper_reports_a_filter_it_cannot_load)
+{
+	int ran = 0;
+	pthread_t t;
+	int r = sandbox_thread_start(&t, THREAD_VCPU, (enum seccomp_mode)42, "moat-bad", must_not_run, &ran);
+
+	cr_assert_eq(r, -EINVAL, "got %d (%s)", r, strerror(-r));
+	cr_assert_eq(ran, 0, "fn ran although its thread could not be sandboxed");
 }

@@ -177,6 +177,33 @@ Test(cli, user_uid_and_gid)
 	}
 }
 
+Test(cli, jail_dir_both_spellings)
+{
+	struct vm_config c;
+	enum cli_action a;
+	char err[256];
+
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k"), 0, "%s", err);
+	cr_assert_null(c.jail, "no --jail: no jail");
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--jail", "/var/empty"), 0, "%s", err);
+	cr_assert_str_eq(c.jail, "/var/empty");
+	cr_assert_eq(PARSE(&c, &a, err, "--jail=rel/dir", "--kernel", "/k", "--user", "65534"), 0, "%s", err);
+	cr_assert_str_eq(c.jail, "rel/dir");
+	cr_assert(c.switch_user, "--jail combines with --user");
+	cr_assert(strstr(cli_usage(), "--jail DIR"), "--jail is documented in --help");
+}
+
+Test(cli, jail_needs_a_directory)
+{
+	static const struct bad_case cases[] = {
+		{ { "--kernel", "/k", "--jail" }, 3, "--jail needs a value" },
+		{ { "--kernel", "/k", "--jail=" }, 3, "--jail needs a directory" },
+		{ { "--kernel", "/k", "--jail", "" }, 4, "--jail needs a directory" },
+	};
+
+	check_bad_cases(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 Test(cli, devices)
 {
 	struct vm_config c;

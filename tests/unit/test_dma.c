@@ -1,8 +1,11 @@
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vmm/dma.h"
 #include "vmm/memory.h"
@@ -182,4 +185,62 @@ Test(dma, translate_returns_one_contiguous_run)
 	cr_assert_eq(dma_translate(&as, PG, 8, DMA_WRITE, &p, &run), -EFAULT, "read-only page");
 	m.bug = 2;
 	cr_assert_eq(dma_translate(&as, 0, 4, DMA_READ, &p, &run), -EFAULT, "a run longer than asked is refused");
+}
+
+Test(dma, identity_has_no_sections)
+{
+	struct fixture f;
+
+	fx_init(&f);
+	cr_assert_null(f.as.ops->begin, "guest memory as is never changes: nothing to wait for");
+	cr_assert_null(f.as.ops->end);
+	dma_end(&f.as, dma_begin(&f.as));
+	free(f.ram);
+}
+
+struct gate_waiter {
+	struct dma_gate *g;
+	int done;
+};
+
+static void *gate_wait_thread(void *arg)
+{
+	struct gate_waiter *w = arg;
+
+	dma_gate_wait(w->g);
+	__atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+Test(dma, gate_waits_for_older_sections_only)
+{
+	struct dma_gate g;
+	struct gate_waiter w = { .g = &g };
+	unsigned int old, young;
+	uint32_t epoch;
+	pthread_t th;
+
+	dma_gate_init(&g);
+	dma_gate_wait(&g); /* nobody inside: returns at once */
+	old = dma_gate_enter(&g);
+	epoch = __atomic_load_n(&g.epoch, __ATOMIC_ACQUIRE);
+	cr_assert_eq(pthread_create(&th, NULL, gate_wait_thread, &w), 0);
+	/* Once the waiter has moved the epoch on, a new section does not hold it up. */
+	while (__atomic_load_n(&g.epoch, __ATOMIC_ACQUIRE) == epoch)
+		sched_yield();
+	young = dma_gate_enter(&g);
+	cr_assert_neq(young, old);
+	usleep(20 * 1000);
+	cr_assert_eq(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE), 0, "the older section is still open");
+	dma_gate_leave(&g, old);
+	for (unsigned int i = 0; i < 2000 && !__atomic_load_n(&w.done, __ATOMIC_ACQUIRE); i++)
+		usleep(1000);
+	cr_assert_eq(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE), 1, "done while the younger section is still open");
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	/* Sections nest and close in any order. */
+	old = dma_gate_enter(&g);
+	dma_gate_leave(&g, young);
+	dma_gate_leave(&g, old);
+	dma_gate_wait(&g);
+	dma_gate_fini(&g);
 }

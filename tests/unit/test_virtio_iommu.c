@@ -1516,3 +1516,266 @@ Test(vhost_iotlb, latency_quantiles)
 	cr_assert_float_eq(vhost_iotlb_quantile_us(&c, 0.99), 24.0, 1e-9);
 	cr_assert_float_eq(vhost_iotlb_quantile_us(&c, 1.0), 24.0, 1e-9);
 }
+
+/* ------------------------------------------------------------------ the endpoints' IOTLB */
+
+/* The IOTLB counters from the stats line, summed over the endpoints. */
+static void tlb_counts(struct tio *t, unsigned long long *hits, unsigned long long *misses)
+{
+	char buf[1024];
+	const char *p;
+
+	virtio_iommu_stats(t->v, buf, sizeof(buf));
+	p = strstr(buf, "iotlb: ");
+	cr_assert_not_null(p, "stats '%s' have the iotlb", buf);
+	cr_assert_eq(sscanf(p, "iotlb: %llu hits, %llu misses", hits, misses), 2, "%s", p);
+}
+
+/* The driver's requests are synchronous: once they completed, their descriptors and buffers may be reused. */
+static void rq_recycle(struct tio *t)
+{
+	t->rq.next_desc = 0;
+	t->rq.data_next = VQM_DATA;
+}
+
+Test(virtio_iommu, iotlb_hits_after_a_walk_and_unmap_drops_only_what_it_covers)
+{
+	struct tio t;
+	unsigned long long h0, m0, h1, m1;
+
+	tio_up(&t, NULL, 0);
+	cr_assert_eq(attach(&t, 1, EP_A, 0), S(OK));
+	cr_assert_eq(map(&t, 1, IOVA, IOVA + K4 - 1, VQM_R2, RW), S(OK));
+	cr_assert_eq(map(&t, 1, IOVA + 0x10000, IOVA + 0x10000 + K4 - 1, VQM_R2 + 0x8000, RW), S(OK));
+	tlb_counts(&t, &h0, &m0);
+	/* A ring index, then the ring entries after it in the same page: one walk. */
+	expect_tr(&t, 0, IOVA + 2, 2, DMA_READ, VQM_R2 + 2, 2);
+	expect_tr(&t, 0, IOVA + 4, 64, DMA_READ, VQM_R2 + 4, 64);
+	expect_tr(&t, 0, IOVA, 2, DMA_READ, VQM_R2, 2);
+	expect_tr(&t, 0, IOVA + 0x10000 + 0x100, 0x2000, DMA_READ, VQM_R2 + 0x8100, K4 - 0x100);
+	expect_tr(&t, 0, IOVA + 0x10000, 8, DMA_READ, VQM_R2 + 0x8000, 8);
+	tlb_counts(&t, &h1, &m1);
+	cr_assert_eq(m1 - m0, 2, "one miss per mapping (%llu)", m1 - m0);
+	cr_assert_eq(h1 - h0, 3, "the other accesses hit (%llu)", h1 - h0);
+
+	/* UNMAP of the second mapping: it no longer translates, the first still hits. */
+	cr_assert_eq(unmap(&t, 1, IOVA + 0x10000, IOVA + 0x10000 + K4 - 1), S(OK));
+	expect_no_tr(&t, 0, IOVA + 0x10000, DMA_READ);
+	tlb_counts(&t, &h0, &m0);
+	expect_tr(&t, 0, IOVA + 0x10, 8, DMA_READ, VQM_R2 + 0x10, 8);
+	tlb_counts(&t, &h1, &m1);
+	cr_assert_eq(h1 - h0, 1, "the mapping the UNMAP did not cover is still cached");
+	cr_assert_eq(m1, m0);
+	stats_have(&t, "iotlb: ");
+	tio_down(&t);
+}
+
+Test(virtio_iommu, iotlb_forgets_everything_when_the_endpoint_changes_domain)
+{
+	struct tio t;
+
+	tio_up(&t, NULL, 0);
+	cr_assert_eq(attach(&t, 1, EP_A, 0), S(OK));
+	cr_assert_eq(attach(&t, 2, EP_B, 0), S(OK));
+	cr_assert_eq(map(&t, 1, IOVA, IOVA + K4 - 1, VQM_R2, RW), S(OK));
+	cr_assert_eq(map(&t, 2, IOVA, IOVA + K4 - 1, VQM_R2 + 0x8000, RW), S(OK));
+	expect_tr(&t, 0, IOVA, 8, DMA_READ, VQM_R2, 8);
+	expect_tr(&t, 0, IOVA, 8, DMA_READ, VQM_R2, 8);
+	/* The same IOVA means another page in domain 2. */
+	cr_assert_eq(attach(&t, 2, EP_A, 0), S(OK));
+	expect_tr(&t, 0, IOVA, 8, DMA_READ, VQM_R2 + 0x8000, 8);
+	cr_assert_eq(detach(&t, 2, EP_A), S(OK));
+	expect_no_tr(&t, 0, IOVA, DMA_READ);
+	/* Bypass on: unattached endpoints see guest memory as is, and off again: blocked. */
+	cr_assert_eq(attach(&t, 3, EP_A, VIRTIO_IOMMU_ATTACH_F_BYPASS), S(OK));
+	expect_tr(&t, 0, VQM_R2 + 0x10, 8, DMA_READ, VQM_R2 + 0x10, 8);
+	expect_tr(&t, 0, VQM_R2 + 0x10, 8, DMA_READ, VQM_R2 + 0x10, 8);
+	cr_assert_eq(detach(&t, 3, EP_A), S(OK));
+	expect_no_tr(&t, 0, VQM_R2 + 0x10, DMA_READ);
+	tio_down(&t);
+}
+
+Test(virtio_iommu, iotlb_follows_permission_downgrade_and_upgrade)
+{
+	struct tio t;
+
+	tio_up(&t, NULL, 0);
+	cr_assert_eq(attach(&t, 1, EP_A, 0), S(OK));
+	/* Downgrade: a writable page cached for writing, remapped read-only at the same address. */
+	cr_assert_eq(map(&t, 1, IOVA, IOVA + K4 - 1, VQM_R2, RW), S(OK));
+	expect_tr(&t, 0, IOVA, 8, DMA_WRITE, VQM_R2, 8);
+	expect_tr(&t, 0, IOVA + 8, 8, DMA_READ | DMA_WRITE, VQM_R2 + 8, 8);
+	cr_assert_eq(unmap(&t, 1, IOVA, IOVA + K4 - 1), S(OK));
+	cr_assert_eq(map(&t, 1, IOVA, IOVA + K4 - 1, VQM_R2, R), S(OK));
+	expect_no_tr(&t, 0, IOVA, DMA_WRITE);
+	expect_tr(&t, 0, IOVA, 8, DMA_READ, VQM_R2, 8);
+	expect_no_tr(&t, 0, IOVA + 16, DMA_WRITE);
+	/* Upgrade: the read-only entry does not serve a write; after the remap, the write goes through. */
+	cr_assert_eq(unmap(&t, 1, IOVA, IOVA + K4 - 1), S(OK));
+	cr_assert_eq(map(&t, 1, IOVA, IOVA + K4 - 1, VQM_R2 + 0x8000, RW), S(OK));
+	expect_tr(&t, 0, IOVA, 8, DMA_WRITE, VQM_R2 + 0x8000, 8);
+	expect_tr(&t, 0, IOVA, 8, DMA_READ, VQM_R2 + 0x8000, 8);
+	tio_down(&t);
+}
+
+/* phase (round k, n = 4k + 4): n mapped to target k % 2, n+1 unmapping, n+2 unmapped, n-1 mapping. */
+struct churn {
+	struct tio *t;
+	uint32_t phase;
+	int stop, running;
+	unsigned long mapped_ok, unmapped_ok;
+	const char *bad;
+};
+
+static void churn_bad(struct churn *c, const char *why)
+{
+	__atomic_store_n(&c->bad, why, __ATOMIC_RELAXED);
+}
+
+/* A device worker translating and reading through its IOTLB while the IOMMU's thread churns mappings. */
+static void *churn_reader(void *arg)
+{
+	struct churn *c = arg;
+	void *want[2] = { vqm_host(&c->t->rq, VQM_R2, 1), vqm_host(&c->t->rq, VQM_R2 + 0x8000, 1) };
+
+	__atomic_store_n(&c->running, 1, __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE)) {
+		uint32_t p1 = __atomic_load_n(&c->phase, __ATOMIC_SEQ_CST), p2;
+		unsigned int s = dma_begin(c->t->as[0]);
+		uint64_t run = 0;
+		void *host = NULL;
+		int err = dma_translate(c->t->as[0], IOVA + 0x40, 8, DMA_READ, &host, &run);
+		uint8_t seen = err ? 0 : *(volatile uint8_t *)host;
+
+		dma_end(c->t->as[0], s);
+		p2 = __atomic_load_n(&c->phase, __ATOMIC_SEQ_CST);
+		if (p1 != p2)
+			continue;
+		if (p1 % 4 == 0) {
+			unsigned int k = p1 / 4 - 1;
+
+			if (err || host != (uint8_t *)want[k % 2] + 0x40 || seen != 0x10 + k % 2)
+				churn_bad(c, "a translation while mapped that is not the live mapping");
+			c->mapped_ok++;
+		} else if (p1 % 4 == 2) {
+			if (!err)
+				churn_bad(c, "a translation after the UNMAP completed");
+			c->unmapped_ok++;
+		}
+	}
+	return NULL;
+}
+
+Test(virtio_iommu, iotlb_lookups_race_map_and_unmap)
+{
+	struct tio t;
+	struct churn c = { .t = &t, .phase = 2 };
+	unsigned long long hits, misses;
+	pthread_t th;
+
+	tio_up(&t, NULL, 0);
+	memset(vqm_host(&t.rq, VQM_R2, K4), 0x10, K4);
+	memset(vqm_host(&t.rq, VQM_R2 + 0x8000, K4), 0x11, K4);
+	cr_assert_eq(attach(&t, 1, EP_A, 0), S(OK));
+	cr_assert_eq(pthread_create(&th, NULL, churn_reader, &c), 0);
+	while (!__atomic_load_n(&c.running, __ATOMIC_ACQUIRE))
+		sched_yield();
+	for (uint32_t k = 0; k < 600 && !__atomic_load_n(&c.bad, __ATOMIC_RELAXED); k++) {
+		rq_recycle(&t);
+		__atomic_store_n(&c.phase, 4 * k + 3, __ATOMIC_SEQ_CST);
+		cr_assert_eq(map(&t, 1, IOVA, IOVA + K4 - 1, k % 2 ? VQM_R2 + 0x8000 : VQM_R2, R), S(OK));
+		__atomic_store_n(&c.phase, 4 * k + 4, __ATOMIC_SEQ_CST);
+		for (unsigned int i = 0; i < 200; i++)
+			__asm__ __volatile__("" ::: "memory");
+		sched_yield();
+		__atomic_store_n(&c.phase, 4 * k + 5, __ATOMIC_SEQ_CST);
+		cr_assert_eq(unmap(&t, 1, IOVA, IOVA + K4 - 1), S(OK));
+		__atomic_store_n(&c.phase, 4 * k + 6, __ATOMIC_SEQ_CST);
+		sched_yield();
+	}
+	__atomic_store_n(&c.stop, 1, __ATOMIC_RELEASE);
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	cr_assert_null(c.bad, "%s", c.bad);
+	cr_assert_gt(c.mapped_ok, 0, "the reader translated while mapped");
+	cr_assert_gt(c.unmapped_ok, 0, "the reader tried while unmapped");
+	tlb_counts(&t, &hits, &misses);
+	cr_assert_gt(hits, 0, "the reader hit its IOTLB");
+	tio_down(&t);
+}
+
+/* ------------------------------------------------------------------ read-side sections */
+
+struct copier {
+	const struct dma_as *as;
+	uint64_t iova;
+	int got, done;
+};
+
+/* A device worker in the middle of a slow copy: translated, then writes 100 ms later. */
+static void *slow_copy(void *arg)
+{
+	struct copier *c = arg;
+	unsigned int s = dma_begin(c->as);
+	void *host;
+	uint64_t run;
+
+	if (dma_translate(c->as, c->iova, 8, DMA_WRITE, &host, &run) == 0) {
+		__atomic_store_n(&c->got, 1, __ATOMIC_RELEASE);
+		usleep(100 * 1000);
+		memset(host, 0x5a, 8);
+		__atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+	} else {
+		__atomic_store_n(&c->got, -1, __ATOMIC_RELEASE);
+	}
+	dma_end(c->as, s);
+	return NULL;
+}
+
+static void start_slow_copy(pthread_t *th, struct copier *c)
+{
+	cr_assert_eq(pthread_create(th, NULL, slow_copy, c), 0);
+	while (!__atomic_load_n(&c->got, __ATOMIC_ACQUIRE))
+		sched_yield();
+	cr_assert_eq(c->got, 1, "the copier translated");
+}
+
+Test(virtio_iommu, unmap_waits_for_a_copy_in_flight)
+{
+	struct tio t;
+	struct copier c = { 0 };
+	pthread_t th;
+
+	tio_up(&t, NULL, 0);
+	c = (struct copier){ .as = t.as[0], .iova = IOVA + 0x100 };
+	cr_assert_eq(attach(&t, 1, EP_A, 0), S(OK));
+	cr_assert_eq(map(&t, 1, IOVA, IOVA + K4 - 1, VQM_R2, RW), S(OK));
+	start_slow_copy(&th, &c);
+	cr_assert_eq(unmap(&t, 1, IOVA, IOVA + K4 - 1), S(OK));
+	cr_assert_eq(__atomic_load_n(&c.done, __ATOMIC_ACQUIRE), 1, "the copy ended before the UNMAP completed");
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	expect_no_tr(&t, 0, IOVA, DMA_WRITE);
+	tio_down(&t);
+}
+
+Test(virtio_iommu, detach_waits_for_a_copy_in_flight_and_other_endpoints_do_not_wait)
+{
+	struct tio t;
+	struct copier c;
+	pthread_t th;
+	unsigned int s;
+
+	tio_up(&t, NULL, 0);
+	c = (struct copier){ .as = t.as[0], .iova = IOVA + 0x100 };
+	cr_assert_eq(attach(&t, 1, EP_A, 0), S(OK));
+	cr_assert_eq(attach(&t, 2, EP_B, 0), S(OK));
+	cr_assert_eq(map(&t, 1, IOVA, IOVA + K4 - 1, VQM_R2, RW), S(OK));
+	cr_assert_eq(map(&t, 2, IOVA, IOVA + K4 - 1, VQM_R2 + 0x8000, RW), S(OK));
+	/* B's own section stays open throughout: requests about A's domain do not wait for it. */
+	s = dma_begin(t.as[1]);
+	start_slow_copy(&th, &c);
+	cr_assert_eq(detach(&t, 1, EP_A), S(OK));
+	cr_assert_eq(__atomic_load_n(&c.done, __ATOMIC_ACQUIRE), 1, "the copy ended before the DETACH completed");
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	dma_end(t.as[1], s);
+	tio_down(&t);
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run the host-KVM tests (tests/kvm, built as BIN): on this host when it has /dev/kvm, otherwise inside the
+# nested test bed's L1, which has a real KVM (tools/testbed/run-l1.sh). Exits with the tests' status.
+#
+#   tools/run-kvm-tests.sh BIN [criterion options...]
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+[ $# -ge 1 ] || { echo "usage: $0 BIN [criterion options...]" >&2; exit 2; }
+BIN=$1
+shift
+[ -x "$BIN" ] || { echo "run-kvm-tests: $BIN does not exist (run make)" >&2; exit 1; }
+if [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+	exec "$BIN" "$@"
+fi
+echo "run-kvm-tests: this host has no usable /dev/kvm; running the host-KVM tests inside the nested test bed's L1"
+"$REPO/tools/guest-images.sh" --arch x86_64 >/dev/null || { echo "run-kvm-tests: tools/guest-images.sh failed" >&2; exit 1; }
+# One test at a time: L1's kernel has oopsed when several test VMs were created at once under emulation.
+case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
+exec "$REPO/tools/testbed/run-l1.sh" --arch x86_64 -- "$BIN" -j1 "$@"
