@@ -44,7 +44,7 @@ if [ "$XFER" -gt 0 ]; then
 	[ -x "$NETXFER" ] || { echo "net check failed: $NETXFER is missing (tools/guest-images.sh builds it)"; exit 1; }
 	"$NETXFER" recv 5557 >"$W/xup" 2>&1 &
 	xrecv=$!
-	TIMEOUT=900
+	TIMEOUT=285
 fi
 
 "$MOAT_BIN" --kernel "$KERNEL" --initrd "$INITRD" --memory 512M \
@@ -54,7 +54,7 @@ fi
 pid=$!
 
 waited=0
-while [ $waited -lt $((TIMEOUT - 40)) ]; do
+while [ $waited -lt $((TIMEOUT - 85)) ]; do
 	grep -q MOAT_NET_WAIT "$W/console" 2>/dev/null && break
 	kill -0 "$pid" 2>/dev/null || break
 	sleep 1
@@ -69,7 +69,8 @@ if grep -q MOAT_NET_WAIT "$W/console" 2>/dev/null; then
 	fi
 	if [ "$XFER" -gt 0 ]; then
 		t0=$(date +%s.%N)
-		"$NETXFER" send "$GUEST_IP" 5558 "$XFER" 9 >"$W/xdown" 2>&1 || fail+=("host -> guest transfer: $(cat "$W/xdown")")
+		timeout 45 "$NETXFER" send "$GUEST_IP" 5558 "$XFER" 9 >"$W/xdown" 2>&1 ||
+			fail+=("host -> guest transfer: $(cat "$W/xdown") (exit status $?)")
 		echo "host -> guest transfer of $XFER bytes: $(awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.1f s", t1 - t0 }')"
 	fi
 	# Tell the guest we are done (it waits on port 5555), then let it power off.
@@ -78,6 +79,22 @@ if grep -q MOAT_NET_WAIT "$W/console" 2>/dev/null; then
 	fi
 else
 	fail+=("the guest never reported MOAT_NET_WAIT (after ${waited}s)")
+fi
+# A guest that stopped making progress: moat's counters (SIGUSR2) say where, then it is stopped, all within the
+# harness's time limit.
+if ! grep -q HOST_SAID "$W/console" 2>/dev/null && kill -0 "$pid" 2>/dev/null; then
+	for _ in $(seq 20); do
+		kill -0 "$pid" 2>/dev/null || break
+		grep -q HOST_SAID "$W/console" 2>/dev/null && break
+		sleep 1
+	done
+	if kill -0 "$pid" 2>/dev/null && ! grep -q HOST_SAID "$W/console" 2>/dev/null; then
+		kill -USR2 "$pid" 2>/dev/null || true
+		sleep 1
+		echo "STALLED: the guest made no progress; moat's counters:"
+		grep 'stats:' "$W/err" | tail -n 4 || true
+		kill -TERM "$pid" 2>/dev/null || true
+	fi
 fi
 rc=0
 wait "$pid" || rc=$?

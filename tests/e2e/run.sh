@@ -40,6 +40,9 @@ x86_64)
 	# Timeout of the "timeout" scenario: well past the guest's boot even in the nested test bed.
 	SLEEP_TIMEOUT=40
 	DEFAULT_BUILD=build
+	# The no-prefetch IOTLB path also runs (misses only) inside vhost-iommu-net's ring set-up and races; its own
+	# scenario is left out of the default set for CI time (it passed 6 of 6 runs by hand).
+	NOT_HERE[vhost-iommu-net-nopf]="a variant of vhost-iommu-net (IOTLB misses only, no prefetch), left out for CI time; run it with --only vhost-iommu-net-nopf"
 	;;
 arm64)
 	KERNEL=$IMG/Image
@@ -235,6 +238,10 @@ check() {
 		# TCP traffic in 2 of about 16 runs, cause not found yet. Retried once and reported, never hidden.
 		elif [[ $name == iommu-* ]] && grep -q 'triple fault' "$out" "$err" 2>/dev/null; then
 			RESET_SUSPECT=3
+		# Another open problem: a vhost-net guest behind the IOMMU stopped making progress in 2 of about 20
+		# runs (net.sh reports 'STALLED' with moat's IOTLB counters). Retried once and reported, never hidden.
+		elif [[ $name == vhost-iommu-* ]] && grep -q 'STALLED' "$out" 2>/dev/null; then
+			RESET_SUSPECT=4
 		# The guest reset by itself (moat exits 0 on a reboot) before the scenario finished.
 		elif [ "$rc" = 0 ] && { [ "${S_RC[$name]}" != 0 ] || [ $missing = 1 ]; } &&
 			! grep -qF 'Kernel panic' "$out" && { grep -qiE 'reboot|reset' "$err" || [ $missing = 1 ]; }; then
@@ -272,6 +279,9 @@ for name in "${NAMES[@]}"; do
 			echo "RETRY $name: the guest kernel oopsed on an int3 in live-patched code (seen only under nested emulation) ($first); retrying once"
 		elif [ $RESET_SUSPECT = 3 ]; then
 			echo "RETRY $name: KNOWN OPEN BUG: the guest triple-faulted behind the virtio-iommu ($first); retrying once"
+		elif [ $RESET_SUSPECT = 4 ]; then
+			echo "RETRY $name: KNOWN OPEN BUG: vhost-net behind the virtio-iommu stalled ($first); retrying once"
+			grep -E 'STALLED|stats:' "$W/$name.out" | sed 's/^/  | /' || true
 		else
 			echo "RETRY $name: the guest seems to have reset silently ($first); retrying once"
 		fi
