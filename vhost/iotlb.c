@@ -168,40 +168,39 @@ static void on_mapped(void *ctx, uint64_t iova, uint64_t gpa, uint64_t len, unsi
 	}
 }
 
-/* Push what on_mapped queued, each range resolved again under the IOMMU's locks. Returns how many. */
+/*
+ * Push one batch of what on_mapped queued, each range resolved again under the IOMMU's locks. Returns how
+ * many; 0 when the queue is empty. One batch at a time, so that misses (a queue waiting) go first.
+ */
+#define PREFETCH_BATCH 16u
+
 static unsigned int serve_prefetch(struct vhost_iotlb *t)
 {
-	struct vhost_iotlb_hint h[64];
-	unsigned int n, done = 0;
-	uint64_t cnt;
+	struct vhost_iotlb_hint h[PREFETCH_BATCH];
+	unsigned int n;
 
-	if (read(t->pf_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
-		add(&t->c.errors, 1);
-	do {
-		pthread_mutex_lock(&t->pf_lock);
-		n = t->pf_count < 64 ? t->pf_count : 64;
-		for (unsigned int i = 0; i < n; i++)
-			h[i] = t->pf[(t->pf_head + i) % VHOST_IOTLB_PREFETCH_QUEUE];
-		t->pf_head = (t->pf_head + n) % VHOST_IOTLB_PREFETCH_QUEUE;
-		t->pf_count -= n;
-		pthread_mutex_unlock(&t->pf_lock);
-		for (unsigned int i = 0; i < n; i++) {
-			uint64_t iova = h[i].iova, end = h[i].iova + h[i].len;
+	pthread_mutex_lock(&t->pf_lock);
+	n = t->pf_count < PREFETCH_BATCH ? t->pf_count : PREFETCH_BATCH;
+	for (unsigned int i = 0; i < n; i++)
+		h[i] = t->pf[(t->pf_head + i) % VHOST_IOTLB_PREFETCH_QUEUE];
+	t->pf_head = (t->pf_head + n) % VHOST_IOTLB_PREFETCH_QUEUE;
+	t->pf_count -= n;
+	pthread_mutex_unlock(&t->pf_lock);
+	for (unsigned int i = 0; i < n; i++) {
+		uint64_t iova = h[i].iova, end = h[i].iova + h[i].len;
 
-			while (iova < end) {
-				struct fill_arg f = { .t = t, .end = 0, .prefetch = true };
+		while (iova < end) {
+			struct fill_arg f = { .t = t, .end = 0, .prefetch = true };
 
-				/* Gone already (unmapped, not RAM): nothing to push, and no fault: nobody accessed it. */
-				if (t->resolve(t->resolve_ctx, iova, h[i].perm, end - (iova & ~(IOMMU_PAGE_SIZE - 1)), false,
-					       emit_fill, &f) ||
-				    f.end <= iova)
-					break;
-				iova = f.end;
-			}
+			/* Gone already (unmapped, not RAM): nothing to push, and no fault: nobody accessed it. */
+			if (t->resolve(t->resolve_ctx, iova, h[i].perm, end - (iova & ~(IOMMU_PAGE_SIZE - 1)), false,
+				       emit_fill, &f) ||
+			    f.end <= iova)
+				break;
+			iova = f.end;
 		}
-		done += n;
-	} while (n);
-	return done;
+	}
+	return n;
 }
 
 int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resolve, void *resolve_ctx, bool prefetch)
@@ -290,9 +289,10 @@ static void serve_miss(struct vhost_iotlb *t, const struct vhost_iotlb_msg *m)
 	t->c.hist[hist_bucket(dt)]++;
 }
 
-int vhost_iotlb_serve(struct vhost_iotlb *t)
+/* Answer every miss waiting on the fd. Returns how many messages were read, or -errno. */
+static int serve_misses(struct vhost_iotlb *t)
 {
-	int n = (int)serve_prefetch(t);
+	int n = 0;
 
 	for (;;) {
 		struct vhost_msg_v2 m;
@@ -312,6 +312,26 @@ int vhost_iotlb_serve(struct vhost_iotlb *t)
 		}
 		serve_miss(t, &m.iotlb);
 	}
+}
+
+int vhost_iotlb_serve(struct vhost_iotlb *t)
+{
+	uint64_t cnt;
+	int n = 0, r;
+	unsigned int p;
+
+	if (read(t->pf_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+		add(&t->c.errors, 1);
+	/* Misses first (a queue is stopped until they are answered), then prefetches a batch at a time. */
+	do {
+		r = serve_misses(t);
+		if (r < 0)
+			return r;
+		n += r;
+		p = serve_prefetch(t);
+		n += (int)p;
+	} while (p);
+	return n;
 }
 
 static void *iotlb_thread(void *arg)
