@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "vmm/devices.h"
@@ -380,4 +381,21 @@ void vm_destroy(struct vm *vm)
 	bus_free(&vm->pio);
 	bus_free(&vm->mmio);
 	vm->vm_fd = vm->kvm_fd = vm->stop_efd = -1;
+}
+
+int vm_open_input(const char *path, const char *flag, uint64_t *size, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return set_err(err, errlen, -errno, "cannot open %s '%s': %s; check the %s path", flag + 2, path,
+			    strerror(errno), flag);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+		close(fd);
+		return set_err(err, errlen, -EINVAL, "%s '%s' is not a non-empty regular file; give the path of a file",
+			    flag, path);
+	}
+	*size = (uint64_t)st.st_size;
+	return fd;
 }

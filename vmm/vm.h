@@ -139,6 +139,13 @@ int vm_start_devices(struct vm *vm) __attribute__((warn_unused_result));
 /* Interrupt line for in-kernel irqchip (edge ISA lines: set 1 then 0). */
 int vm_set_irq_line(struct vm *vm, unsigned int gsi, bool level);
 
+/*
+ * Open a guest input file given by a command-line flag (--kernel, --initrd) for the arch loaders: the fd
+ * and *size (> 0), or -errno with err naming the file, the flag and the fix.
+ */
+int vm_open_input(const char *path, const char *flag, uint64_t *size, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
 /* Arch hooks: implemented once per arch/<arch>/. */
 int arch_vm_init(struct vm *vm, char *err, size_t errlen);          /* irqchip, timers */
 int arch_memory_layout(struct vm *vm, char *err, size_t errlen);    /* gm_add_region() calls */

@@ -206,24 +206,6 @@ int arch_add_devices(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-/* Open a file given by a flag; the message names the file, the flag and the fix. */
-static int open_input(const char *path, const char *flag, uint64_t *size, char *err, size_t errlen)
-{
-	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return set_err(err, errlen, -errno, "cannot open %s '%s': %s; check the %s path", flag + 2, path,
-			    strerror(errno), flag);
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
-		close(fd);
-		return set_err(err, errlen, -EINVAL, "%s '%s' is not a non-empty regular file; give the path of a file",
-			    flag, path);
-	}
-	*size = (uint64_t)st.st_size;
-	return fd;
-}
-
 /* The kernel at the start of RAM (+ text_offset); returns where its memory ends. */
 static int load_kernel(struct vm *vm, uint64_t limit, uint64_t *end, char *err, size_t errlen)
 {
@@ -234,7 +216,7 @@ static int load_kernel(struct vm *vm, uint64_t limit, uint64_t *end, char *err, 
 	ssize_t n;
 	int fd, r;
 
-	fd = open_input(path, "--kernel", &size, err, errlen);
+	fd = vm_open_input(path, "--kernel", &size, err, errlen);
 	if (fd < 0)
 		return fd;
 	n = pread(fd, head, sizeof(head), 0);
@@ -272,7 +254,7 @@ static int load_initrd(struct vm *vm, uint64_t kernel_end, uint64_t limit, uint6
 		       char *err, size_t errlen)
 {
 	const char *path = vm->cfg.initrd;
-	int fd = open_input(path, "--initrd", size, err, errlen);
+	int fd = vm_open_input(path, "--initrd", size, err, errlen);
 	int r;
 
 	if (fd < 0)

@@ -159,29 +159,11 @@ int arch_add_devices(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-/* Open a file given by a flag; the message names the file, the flag and the fix. */
-static int open_input(const char *path, const char *flag, uint64_t *size, char *err, size_t errlen)
-{
-	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return set_err(err, errlen, -errno, "cannot open %s '%s': %s; check the %s path", flag + 2, path,
-			    strerror(errno), flag);
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
-		close(fd);
-		return set_err(err, errlen, -EINVAL, "%s '%s' is not a non-empty regular file; give the path of a file",
-			    flag, path);
-	}
-	*size = (uint64_t)st.st_size;
-	return fd;
-}
-
 static int load_initrd(struct vm *vm, uint64_t kernel_end, uint32_t initrd_addr_max, uint64_t *addr,
 		       uint64_t *size, char *err, size_t errlen)
 {
 	const char *path = vm->cfg.initrd;
-	int fd = open_input(path, "--initrd", size, err, errlen);
+	int fd = vm_open_input(path, "--initrd", size, err, errlen);
 	int r;
 
 	if (fd < 0)
@@ -216,7 +198,7 @@ int arch_load_guest(struct vm *vm, char *err, size_t errlen)
 	long used;
 	int fd, r;
 
-	fd = open_input(vm->cfg.kernel, "--kernel", &size, err, errlen);
+	fd = vm_open_input(vm->cfg.kernel, "--kernel", &size, err, errlen);
 	if (fd < 0)
 		return fd;
 	head_len = pread(fd, head, sizeof(head), 0);
