@@ -596,8 +596,15 @@ ln -sfn /proc/self/fd/2 /dev/stderr
 hostname moat-l1
 ip link set lo up 2>/dev/null || true
 
-# One idle VM for the whole session (see kvm-hold.c).
-"$L1_KVM_HOLD" || fatal "$L1_KVM_HOLD could not create the idle KVM VM"
+# One idle VM for the whole session (see kvm-hold.c). Under emulation KVM's first VM creation has failed
+# once right after boot; try three times, saying so, before giving up.
+held=0
+for try in 1 2 3; do
+	if "$L1_KVM_HOLD"; then held=1; break; fi
+	echo "l1-init: $L1_KVM_HOLD could not create the idle KVM VM (try $try of 3)"
+	sleep 2
+done
+[ $held = 1 ] || fatal "$L1_KVM_HOLD could not create the idle KVM VM"
 
 echo "L1_CMD_START"
 env -i HOME=/root USER=root LOGNAME=root TERM=dumb LANG=C \
