@@ -1,9 +1,12 @@
 /*
  * kvm-hold: keep one idle KVM VM alive until killed.
  *
- * KVM toggles static keys when the first VM is created and the last one destroyed; under QEMU's
- * multi-threaded emulation that occasionally oopses the test bed's L1 kernel. Holding one VM for the
- * whole L1 session means later VMs never hit those transitions.
+ * KVM toggles static keys when the first VM is created and the last one destroyed, and (x86) when the
+ * last vCPU whose local APIC is software-disabled enables it: every L2 boot does that. Under QEMU's
+ * multi-threaded emulation the code patching behind a toggle occasionally oopses the test bed's L1
+ * kernel (an int3 left in kvm_arch_vcpu_ioctl_run or __schedule). Holding one VM for the whole L1
+ * session, on x86 with an in-kernel irqchip and one vCPU that never runs (its APIC stays disabled),
+ * keeps those counts above zero, so later VMs never hit the transitions.
  *
  *   kvm-hold              create the VM, then detach into the background; exits 0 once the VM exists
  *   kvm-hold --foreground create the VM and sleep in the foreground
@@ -39,6 +42,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kvm-hold: KVM_CREATE_VM failed: %s\n", strerror(errno));
 		return 1;
 	}
+#ifdef __x86_64__
+	if (ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0) {
+		fprintf(stderr, "kvm-hold: KVM_CREATE_IRQCHIP failed: %s\n", strerror(errno));
+		return 1;
+	}
+	if (ioctl(vm, KVM_CREATE_VCPU, 0) < 0) {
+		fprintf(stderr, "kvm-hold: KVM_CREATE_VCPU failed: %s\n", strerror(errno));
+		return 1;
+	}
+#endif
 
 	if (!foreground) {
 		pid = fork();

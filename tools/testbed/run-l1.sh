@@ -12,8 +12,9 @@
 # bash) and sees only this repository (bind-mounted at the same path) of the host's files; arm64 programs
 # it runs (moat) must be static.
 # CMD's stdout and stderr (L1's console) are printed on stdout; the exit status is CMD's.
-# Other exit statuses: 124 the L1 session timed out, 125 L1 died or failed to set up (the last console
-# lines are printed), 1 this script could not start L1, 2 bad usage.
+# Other exit statuses: 123 the L1 kernel crashed (an oops or panic of the test bed, not of CMD), 124 the
+# L1 session timed out, 125 L1 died otherwise or failed to set up (the last console lines are printed for
+# all three), 1 this script could not start L1, 2 bad usage.
 # Environment: MOAT_L1_TIMEOUT (default for --timeout, 1800 s).
 set -euo pipefail
 
@@ -261,7 +262,7 @@ elif [ $setup_failed = 1 ]; then
 	rc=125
 elif grep -qE "$crash_re" "$T/kernel.log" 2>/dev/null; then
 	why="the L1 kernel crashed: $(grep -m1 -E "$crash_re" "$T/kernel.log" | tr -d '\r')"
-	rc=125
+	rc=123
 else
 	why="L1 stopped without reporting the command's exit status (QEMU exit status $qrc)"
 	rc=125
