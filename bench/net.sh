@@ -9,7 +9,8 @@
 # moat-iommu-strict, qemu-iommu-strict (iommu.strict=1). QEMU's IOMMU is -device virtio-iommu-pci with
 # iommu_platform=on on its virtio-net. With the kernel's vhost-net data path: moat-vhost, qemu-vhost,
 # moat-vhost-iommu, qemu-vhost-iommu, moat-vhost-iommu-strict, qemu-vhost-iommu-strict, and moat's IOTLB
-# without prefetch: moat-vhost-iommu-nopf, moat-vhost-iommu-strict-nopf. For moat behind the IOMMU with vhost,
+# without prefetch: moat-vhost-iommu-nopf, moat-vhost-iommu-strict-nopf, and with one prefetch mode forced
+# (iotlb-prefetch=sync or queue): moat-vhost-iommu[-strict]-sync, -queue. For moat behind the IOMMU with vhost,
 # the IOTLB misses per GiB moved and the miss-service latency (moat's exit report) are printed too.
 #
 # Median of N interleaved runs (default 3) of S seconds (default 10) per direction. Everything happens in
@@ -92,7 +93,11 @@ guest_run() {
 	local netopt= qvhost=off
 	rm -f "$con"
 	case $v in *-vhost*) netopt=,vhost=on; qvhost=on ;; esac
-	case $v in *-nopf) netopt=$netopt,iotlb-prefetch=off ;; esac
+	case $v in
+	*-nopf) netopt=$netopt,iotlb-prefetch=off ;;
+	*-sync) netopt=$netopt,iotlb-prefetch=sync ;;
+	*-queue) netopt=$netopt,iotlb-prefetch=queue ;;
+	esac
 	case $v in
 	*-iommu*)
 		moat_iommu=(--iommu)
@@ -100,7 +105,7 @@ guest_run() {
 		nic_iommu=,iommu_platform=on,disable-legacy=on
 		;;
 	esac
-	case $v in *-strict) cmdline="$cmdline iommu.strict=1" ;; esac
+	case $v in *-strict|*-strict-*) cmdline="$cmdline iommu.strict=1" ;; esac
 	case $v in
 	moat*)
 		# shellcheck disable=SC2086
@@ -218,6 +223,8 @@ for v in "${names[@]}"; do
 	fi
 	peer=${v/moat/qemu}
 	peer=${peer%-nopf}
+	peer=${peer%-sync}
+	peer=${peer%-queue}
 	read -r qu _ <<<"$(stats "${UP[$peer]:-}")"
 	read -r qd _ <<<"$(stats "${DOWN[$peer]:-}")"
 	bu=$mu0; bd=$md0

@@ -138,9 +138,11 @@ static int emit_fill(void *arg, const struct viommu_run *run)
 }
 
 /*
- * A guest MAP, under the domain's write lock on the IOMMU's (vCPU) thread: queue it for the IOTLB thread,
- * which pushes it into vhost. The vCPU never waits on vhost's locks for a prefetch, and the thread resolves
- * the range again under the IOMMU's locks, so a range unmapped in between is simply not pushed.
+ * A guest MAP, under the domain's write lock on the IOMMU's (vCPU) thread.
+ * SYNC: push it now; holding the write lock orders it before the INVALIDATE of any later UNMAP.
+ * QUEUED (and SYNC for a MAP that is not one piece of RAM): queue it for the IOTLB thread, which resolves
+ * the range again under the IOMMU's locks (a range unmapped in between is simply not pushed); the vCPU
+ * never waits on vhost's locks then.
  */
 static void on_mapped(void *ctx, uint64_t iova, uint64_t gpa, uint64_t len, unsigned int perm)
 {
@@ -150,6 +152,15 @@ static void on_mapped(void *ctx, uint64_t iova, uint64_t gpa, uint64_t len, unsi
 	perm &= IOMMU_READ | IOMMU_WRITE;
 	if (!t->prefetch || !perm || !__atomic_load_n(&t->active, __ATOMIC_ACQUIRE))
 		return;
+	if (t->prefetch == VHOST_PREFETCH_SYNC && t->gm) {
+		/* GUEST: [gpa, gpa+len) is the guest's MAP; gm_ptr accepts it only inside one RAM region. */
+		void *host = gm_ptr(t->gm, gpa, len);
+
+		if (host && !send_msg(t, VHOST_IOTLB_UPDATE, iova, len, (uint64_t)(uintptr_t)host, perm)) {
+			add(&t->c.prefetches, 1);
+			return;
+		}
+	}
 	pthread_mutex_lock(&t->pf_lock);
 	if (t->pf_count == VHOST_IOTLB_PREFETCH_QUEUE) {
 		t->c.prefetch_dropped++; /* vhost will miss on it instead */
@@ -203,7 +214,7 @@ static unsigned int serve_prefetch(struct vhost_iotlb *t)
 	return n;
 }
 
-int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resolve, void *resolve_ctx, bool prefetch)
+int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resolve, void *resolve_ctx, int prefetch)
 {
 	memset(t, 0, sizeof(*t));
 	t->fd = fd;
@@ -229,6 +240,11 @@ void vhost_iotlb_fini(struct vhost_iotlb *t)
 		close(t->pf_fd);
 	t->stop_fd = t->pf_fd = -1;
 	pthread_mutex_destroy(&t->pf_lock);
+}
+
+void vhost_iotlb_set_memory(struct vhost_iotlb *t, const struct guest_memory *gm)
+{
+	t->gm = gm;
 }
 
 const struct iommu_notifier *vhost_iotlb_notifier(struct vhost_iotlb *t)

@@ -45,6 +45,14 @@ typedef int (*vhost_iotlb_resolve_fn)(void *ctx, uint64_t iova, unsigned int per
 /* Guest MAPs waiting for the IOTLB thread to push them (prefetch); beyond this they are dropped. */
 #define VHOST_IOTLB_PREFETCH_QUEUE 1024u
 
+/*
+ * Prefetch: how a guest MAP reaches vhost's IOTLB before vhost needs it.
+ * SYNC: the UPDATE is written on the IOMMU's (vCPU) thread while it handles the MAP, so vhost never misses
+ * on a mapped buffer; the vCPU may wait for vhost's queue locks. QUEUED: the MAP is queued for the IOTLB
+ * thread; the vCPU never waits, but vhost can reach the buffer first and miss.
+ */
+enum vhost_iotlb_prefetch { VHOST_PREFETCH_OFF = 0, VHOST_PREFETCH_QUEUED = 1, VHOST_PREFETCH_SYNC = 2 };
+
 struct vhost_iotlb_hint {
 	uint64_t iova, len;
 	unsigned int perm;
@@ -67,7 +75,8 @@ struct vhost_iotlb {
 	int fd;
 	vhost_iotlb_resolve_fn resolve;
 	void *resolve_ctx;
-	bool prefetch;
+	int prefetch; /* enum vhost_iotlb_prefetch */
+	const struct guest_memory *gm; /* for SYNC prefetch: MAPs' GPAs to host addresses */
 	bool active; /* the back end has an IOTLB (features negotiated): invalidations matter; atomic */
 	struct iommu_notifier notifier;
 	/* prefetch: MAPs queued by the IOMMU's thread for this one, and its wake-up */
@@ -86,8 +95,11 @@ struct vhost_iotlb {
 };
 
 /* fd is not owned. -errno (eventfd). */
-int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resolve, void *resolve_ctx, bool prefetch)
+/* prefetch: enum vhost_iotlb_prefetch; SYNC needs vhost_iotlb_set_memory(), else it queues. */
+int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resolve, void *resolve_ctx, int prefetch)
 	__attribute__((warn_unused_result));
+/* The guest memory MAPs point into (SYNC prefetch). */
+void vhost_iotlb_set_memory(struct vhost_iotlb *t, const struct guest_memory *gm);
 /* Stops the thread if it runs; closes only what init opened. */
 void vhost_iotlb_fini(struct vhost_iotlb *t);
 

@@ -354,6 +354,7 @@ int vhost_net_new(const struct vhost_net_params *p, struct vhost_net **out, char
 	}
 	if (!r) {
 		r = vhost_iotlb_init(&n->iotlb, n->vfd, resolve_ep, p->ep, p->prefetch);
+		vhost_iotlb_set_memory(&n->iotlb, p->gm);
 		if (r)
 			set_err(err, errlen, r, "vhost-net: cannot set up the IOTLB: %s", strerror(-r));
 	}

@@ -32,7 +32,7 @@ struct vhost_net_params {
 	struct guest_memory *gm;            /* the memory table vhost gets */
 	const struct dma_as *as;            /* the device's DMA path: the endpoint's, or identity */
 	struct viommu_endpoint *ep;         /* NULL: not behind the IOMMU */
-	bool prefetch;                      /* push guest MAPs into vhost's IOTLB at once */
+	int prefetch;                       /* enum vhost_iotlb_prefetch: push guest MAPs into vhost's IOTLB */
 	int (*set_offload)(void *ctx, unsigned int tun_flags);
 	void *offload_ctx;
 };

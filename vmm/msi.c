@@ -64,11 +64,46 @@ static int commit(struct vm *vm)
 	return r;
 }
 
+/*
+ * Connect rt's irqfd to its GSI. KVM looks at the eventfd when it connects and injects at once if it was
+ * written while disconnected: that is how a masked vector's interrupt stays pending (see vm_msi_set).
+ * EAGAIN: the irqchip is not initialised yet; vm_msi_connect_pending() connects it later. Lock held.
+ */
+static int irqfd_connect(struct vm *vm, struct vm_msi_route *rt)
+{
+	struct kvm_irqfd irqfd = { .fd = (uint32_t)rt->irqfd, .gsi = rt->gsi };
+
+	if (rt->connected)
+		return 0;
+	if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0) {
+		if (errno != EAGAIN)
+			return -errno;
+		rt->irqfd_pending = true;
+		return 0;
+	}
+	rt->connected = true;
+	rt->irqfd_pending = false;
+	return 0;
+}
+
+/* Disconnect rt's irqfd: from now on writes only count up in the eventfd. Lock held. */
+static int irqfd_disconnect(struct vm *vm, struct vm_msi_route *rt)
+{
+	struct kvm_irqfd irqfd = { .fd = (uint32_t)rt->irqfd, .gsi = rt->gsi, .flags = KVM_IRQFD_FLAG_DEASSIGN };
+
+	rt->irqfd_pending = false;
+	if (!rt->connected)
+		return 0;
+	if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0)
+		return -errno;
+	rt->connected = false;
+	return 0;
+}
+
 int vm_msi_alloc(struct vm *vm, uint32_t devid, unsigned int *id)
 {
 	struct vm_msi *m = &vm->msi;
 	struct vm_msi_route *rt;
-	struct kvm_irqfd irqfd = { 0 };
 	int fd, r = 0;
 
 	pthread_mutex_lock(&m->lock);
@@ -86,17 +121,7 @@ int vm_msi_alloc(struct vm *vm, uint32_t devid, unsigned int *id)
 	rt->gsi = m->first_gsi + m->n;
 	rt->irqfd = fd;
 	rt->devid = devid;
-	irqfd.fd = (uint32_t)fd;
-	irqfd.gsi = rt->gsi;
-	if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0) {
-		/* EAGAIN: the irqchip is not initialised yet; the arch connects it later. */
-		if (errno != EAGAIN) {
-			r = -errno;
-			close(fd);
-			goto out;
-		}
-		rt->irqfd_pending = true;
-	}
+	/* Not connected until the guest routes it: what is written before then waits in the eventfd. */
 	*id = m->n++;
 out:
 	pthread_mutex_unlock(&m->lock);
@@ -111,14 +136,9 @@ int vm_msi_connect_pending(struct vm *vm)
 	pthread_mutex_lock(&m->lock);
 	for (unsigned int i = 0; i < m->n && !r; i++) {
 		struct vm_msi_route *rt = &m->routes[i];
-		struct kvm_irqfd irqfd = { .fd = (uint32_t)rt->irqfd, .gsi = rt->gsi };
 
-		if (!rt->irqfd_pending)
-			continue;
-		if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0)
-			r = -errno;
-		else
-			rt->irqfd_pending = false;
+		if (rt->irqfd_pending && rt->enabled)
+			r = irqfd_connect(vm, rt);
 	}
 	pthread_mutex_unlock(&m->lock);
 	return r;
@@ -141,7 +161,22 @@ int vm_msi_set(struct vm *vm, unsigned int id, uint64_t addr, uint32_t data, boo
 	rt->data = data;
 	log_debug(&vm->log, "MSI source %u (GSI %u, requester 0x%x): %s addr 0x%llx data 0x%x", id, rt->gsi, rt->devid,
 		  enable ? "routed" : "unrouted", (unsigned long long)addr, data);
-	r = commit(vm);
+	/*
+	 * A back end that writes the irqfd itself (vhost) does not know about masking. So the irqfd is
+	 * connected only while the route exists: disconnected first when it goes (a write in between counts up
+	 * in the eventfd instead of reaching a GSI with no route and vanishing), connected again after the new
+	 * route is in, when KVM delivers what was written meanwhile. A masked vector's interrupt is so held
+	 * pending, not dropped.
+	 */
+	if (enable) {
+		r = commit(vm);
+		if (!r)
+			r = irqfd_connect(vm, rt);
+	} else {
+		r = irqfd_disconnect(vm, rt);
+		if (!r)
+			r = commit(vm);
+	}
 	pthread_mutex_unlock(&m->lock);
 	return r;
 }

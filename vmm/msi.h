@@ -25,7 +25,8 @@ struct vm_msi_route {
 	uint64_t addr;
 	uint32_t data;
 	uint32_t devid;      /* requester id, for arches whose MSI controller needs it */
-	bool irqfd_pending;  /* KVM_IRQFD waits for the irqchip (vm_msi_connect_pending) */
+	bool connected;      /* the irqfd is registered in KVM (exactly while the route is enabled) */
+	bool irqfd_pending;  /* enabled, but KVM_IRQFD waits for the irqchip (vm_msi_connect_pending) */
 };
 
 struct vm_msi {
@@ -40,7 +41,9 @@ void vm_msi_init(struct vm_msi *m, unsigned int first_gsi);
 void vm_msi_fini(struct vm_msi *m);
 
 /*
- * A new MSI source with its irqfd registered in KVM; *id is for vm_msi_set/vm_msi_fire. -errno.
+ * A new MSI source with its irqfd; *id is for vm_msi_set/vm_msi_fire. The irqfd is registered in KVM only
+ * while the source has a route; a write to it meanwhile (a masked vector) stays pending in the eventfd and
+ * is delivered when the route comes back. -errno.
  * Where KVM takes irqfds only once the irqchip is initialised (arm64's vGIC, after the vCPUs exist), the
  * registration waits for vm_msi_connect_pending(), which the arch calls then.
  */

@@ -96,6 +96,7 @@ static const struct sandbox_rule vcpu_rules[] = {
 	ALLOW_IOCTL(KVM_IRQ_LINE),
 	ALLOW_IOCTL(KVM_IOEVENTFD),      /* a PCI BAR placed or moved: queue notify addresses follow it */
 	ALLOW_IOCTL(KVM_SET_GSI_ROUTING), /* the guest programmed an MSI-X vector */
+	ALLOW_IOCTL(KVM_IRQFD),          /* ... and its irqfd follows the mask (vm_msi_set) */
 	ALLOW_IOCTL(TUNSETOFFLOAD),      /* virtio-net DRIVER_OK: TAP offloads follow the negotiated features */
 	/* vhost-net DRIVER_OK and reset: features, rings, the TAP as back end (never SET_OWNER or MEM_TABLE). */
 	ALLOW_IOCTL(VHOST_SET_FEATURES),

@@ -88,7 +88,7 @@ static int vp_queue_eventfds(void *ctx, unsigned int queue, int *kick_fd, int *c
 		return -EINVAL;
 	vec = vp->queue_vector[queue];
 	*kick_fd = vp->worker.kick_fd[queue];
-	/* An irqfd bypasses moat's MSI-X emulation: a masked vector's interrupt is dropped, not pended. */
+	/* The back end signals KVM directly; a masked vector's interrupt waits in the eventfd (vm_msi_set). */
 	*call_fd = msix_enabled(&vp->msix) && vec != VIRTIO_MSI_NO_VECTOR ? vm_msi_irqfd(vp->vm, vp->msi_id[vec]) : -1;
 	return 0;
 }
