@@ -35,7 +35,8 @@ if [ -n "$guest_sum" ]; then
 	host_sum=$(debugfs -R "cat /data" "$W/rw.img" 2>"$W/debugfs.err" | sha256sum | cut -d' ' -f1)
 	echo "file written by the guest: guest sha256 $guest_sum, read back from the image with debugfs $host_sum"
 	[ "$guest_sum" = "$host_sum" ] ||
-		fail+=("the file in the image does not match what the guest wrote; debugfs: $(tail -n 2 "$W/debugfs.err" | tr '\n' ' ')")
+		fail+=("the file in the image does not match what the guest wrote; debugfs: $(grep -v '^debugfs [0-9]' \
+			"$W/debugfs.err" | tail -n 2 | tr '\n' ' ')")
 else
 	fail+=("the guest printed no DATA_SHA256")
 fi
