@@ -104,7 +104,7 @@ copy_libs() {
 # also matches), downloading the candidate version with apt-get download when none is cached; with VERSION,
 # that exact version (a dependency pinned with "(= VERSION)").
 cached_deb() {
-	local name=$1 arch=$2 want=${3:-} f deb= spec
+	local name=$1 arch=$2 want=${3:-} f deb='' spec
 	for f in "$CACHE/${name}"_*_"$arch".deb "$CACHE/${name}"_*_all.deb; do
 		[ -f "$f" ] || continue
 		[ -z "$want" ] || [ "$(dpkg-deb -f "$f" Version)" = "$want" ] || continue
