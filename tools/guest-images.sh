@@ -53,8 +53,8 @@ arm64)
 	# tests/e2e/run.sh).
 	L1_MODULES_REQUIRED=""
 	GUEST_MODULES="virtio-iommu virtio_net virtio_blk virtio-rng"
-	# The device scenarios' tools come from Debian's :arm64 packages instead (TARGET_TOOL_DEBS); no e2fsprogs
-	# yet (tests/e2e/guest/blk.sh then checks raw data).
+	# The device scenarios' tools come from Debian's :arm64 packages instead (TARGET_TOOL_DEBS, and
+	# TARGET_E2FS_DEB with the packages it depends on).
 	GUEST_TOOLS=""
 	;;
 *) die "unsupported --arch '$ARCH' (supported: x86_64, arm64)" ;;
@@ -64,7 +64,7 @@ mkdir -p "$OUT/cache" || die "cannot create $OUT"
 OUT=$(cd "$OUT" && pwd)
 CACHE=$OUT/cache
 
-for tool in dpkg-deb cpio gzip xz zstd modinfo flock sha256sum; do
+for tool in dpkg-deb cpio gzip xz zstd modinfo flock sha256sum readelf; do
 	command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found; run tools/install-deps.sh"
 done
 BUSYBOX=/bin/busybox
@@ -84,6 +84,9 @@ TMP=$(mktemp -d "$OUT/.tmp.XXXXXX")
 
 # iperf3 with its libraries, for arm64 guests and the arm64 L1 (the host's are x86).
 TARGET_TOOL_DEBS="iperf3:arm64 libiperf0:arm64 libsctp1:arm64 libssl3:arm64 libc6:arm64"
+# e2fsprogs for the blk scenario: mke2fs in arm64 guests, debugfs in the arm64 L1 (where tests/e2e/blk.sh checks
+# the image). Its libraries are found from the package's dependencies and the programs' ELF headers.
+TARGET_E2FS_DEB=e2fsprogs
 
 # copy_libs SRC DEST: the glibc, libtinfo, iperf and ssl libraries (and the loader) of an extracted tree.
 copy_libs() {
@@ -97,24 +100,122 @@ copy_libs() {
 	done
 }
 
+# cached_deb NAME ARCH [VERSION]: prints the cached .deb of NAME for ARCH (an Architecture: all package
+# also matches), downloading the candidate version with apt-get download when none is cached; with VERSION,
+# that exact version (a dependency pinned with "(= VERSION)").
+cached_deb() {
+	local name=$1 arch=$2 want=${3:-} f deb='' spec
+	for f in "$CACHE/${name}"_*_"$arch".deb "$CACHE/${name}"_*_all.deb; do
+		[ -f "$f" ] || continue
+		[ -z "$want" ] || [ "$(dpkg-deb -f "$f" Version)" = "$want" ] || continue
+		deb=$(printf '%s\n' ${deb:+"$deb"} "$f" | sort -V | tail -n 1)
+	done
+	if [ -z "$deb" ]; then
+		spec=$name:$arch
+		[ -z "$want" ] || spec="$spec=$want"
+		say "downloading $spec" >&2
+		rm -f "$TMP/dl"/*.deb
+		mkdir -p "$TMP/dl"
+		(cd "$TMP/dl" && apt-get download -q -o APT::Sandbox::User=root "$spec" >"$TMP/apt-download.log" 2>&1) ||
+			die "apt-get download $spec failed: $(tail -n 1 "$TMP/apt-download.log") (tools/install-deps.sh adds the arm64 architecture)"
+		for f in "$TMP/dl"/*.deb; do
+			[ -f "$f" ] || die "apt-get download $spec left no .deb"
+			mv "$f" "$CACHE/"
+			deb=$CACHE/${f##*/}
+		done
+	fi
+	echo "$deb"
+}
+
 # fetch_debs DIR PKG...: extract the newest version of each package (PKG:arch) into DIR, caching the .debs.
 # For target packages that cannot be co-installed with the host's (busybox-static:arm64, bash:arm64).
 fetch_debs() {
-	local dir=$1 p name deb
+	local dir=$1 p deb
 	shift
 	mkdir -p "$dir"
 	for p in "$@"; do
-		name=${p%%:*}
-		deb=$(ls "$CACHE/${name}"_*_"${p#*:}".deb 2>/dev/null | sort -V | tail -n 1 || true)
-		if [ -z "$deb" ]; then
-			say "downloading $p"
-			(cd "$TMP" && apt-get download -q -o APT::Sandbox::User=root "$p" >"$TMP/apt-download.log" 2>&1) ||
-				die "apt-get download $p failed: $(tail -n 1 "$TMP/apt-download.log") (tools/install-deps.sh adds the arm64 architecture)"
-			mv "$TMP/${name}"_*.deb "$CACHE/"
-			deb=$(ls "$CACHE/${name}"_*_"${p#*:}".deb | sort -V | tail -n 1)
-		fi
+		deb=$(cached_deb "${p%%:*}" "${p#*:}") || exit 1
 		dpkg-deb -x "$deb" "$dir" || die "dpkg-deb -x $deb failed"
 	done
+}
+
+# fetch_debs_with_deps DIR ARCH PKG...: extract PKG... for ARCH and every package they depend on (Depends and
+# Pre-Depends, read from each .deb's control fields, first of alternatives) into DIR. So the package set
+# follows what Debian's current packages declare instead of a list kept here.
+fetch_debs_with_deps() {
+	local dir=$1 arch=$2 deb dep name ver
+	shift 2
+	local -a todo=("$@")
+	local -A done_pkg=()
+	mkdir -p "$dir"
+	while [ ${#todo[@]} -gt 0 ]; do
+		dep=${todo[0]}
+		todo=("${todo[@]:1}")
+		# "name[:any] [(op version)]"
+		name=${dep%% *}
+		name=${name%%:*}
+		[ -z "${done_pkg[$name]:-}" ] || continue
+		done_pkg[$name]=1
+		ver=
+		if [[ $dep =~ \(=\ *([^\)\ ]+)\) ]]; then ver=${BASH_REMATCH[1]}; fi
+		deb=$(cached_deb "$name" "$arch" "$ver") || exit 1
+		dpkg-deb -x "$deb" "$dir" || die "dpkg-deb -x $deb failed"
+		while IFS= read -r dep; do
+			dep=${dep%%|*}
+			dep=${dep#"${dep%%[! ]*}"}
+			[ -z "$dep" ] || todo+=("$dep")
+		done < <(dpkg-deb -f "$deb" Pre-Depends Depends | sed -n 's/^[A-Za-z-]*: //p' | tr ',' '\n')
+	done
+}
+
+# copy_needed SRC DST PROG...: copies into DST, at the same paths as in the extracted tree SRC, the loader and
+# the shared libraries the (arm64) programs PROG... need, as listed in their ELF headers (DT_NEEDED,
+# recursively). Fails if one is not in SRC.
+copy_needed() {
+	local src=$1 dst=$2 f lib dir found interp
+	shift 2
+	local -a todo=("$@")
+	local -A seen=()
+	interp=$(readelf -lW "$1" | sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p')
+	[ -n "$interp" ] && [ -e "$src$interp" ] || die "no program interpreter '$interp' of $1 in $src"
+	if [ ! -e "$dst$interp" ]; then
+		mkdir -p "$dst$(dirname "$interp")"
+		cp -L "$src$interp" "$dst$interp"
+	fi
+	while [ ${#todo[@]} -gt 0 ]; do
+		f=${todo[0]}
+		todo=("${todo[@]:1}")
+		while IFS= read -r lib; do
+			[ -z "${seen[$lib]:-}" ] || continue
+			seen[$lib]=1
+			found=
+			for dir in lib/aarch64-linux-gnu usr/lib/aarch64-linux-gnu lib usr/lib; do
+				[ -e "$src/$dir/$lib" ] || continue
+				found=$dir/$lib
+				break
+			done
+			[ -n "$found" ] || die "$lib (needed by ${f#"$src"/}) is in none of the extracted packages"
+			if [ ! -e "$dst/$found" ]; then
+				mkdir -p "$dst/$(dirname "$found")"
+				cp -L "$src/$found" "$dst/$found"
+			fi
+			todo+=("$src/$found")
+		done < <(readelf -dW "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p')
+	done
+}
+
+# copy_prog SRC ROOT DIR NAME: copies the program NAME of the extracted tree SRC (from its sbin or bin folders)
+# to ROOT/DIR/NAME, and the loader and libraries it needs into ROOT.
+copy_prog() {
+	local src=$1 root=$2 dir=$3 name=$4 d
+	for d in sbin usr/sbin bin usr/bin; do
+		[ -f "$src/$d/$name" ] || continue
+		mkdir -p "$root/$dir"
+		cp -L "$src/$d/$name" "$root/$dir/$name"
+		copy_needed "$src" "$root" "$src/$d/$name"
+		return 0
+	done
+	die "no program $name in the extracted packages"
 }
 
 if [ "$ARCH" = arm64 ]; then
@@ -321,7 +422,7 @@ if [ -d "$SCEN_DIR" ]; then
 fi
 scen_sum=$( (for f in ${scen_files[@]+"${scen_files[@]}"}; do echo "== ${f##*/}"; cat "$f"; done) | sha256sum | cut -d' ' -f1)
 guest_hash=$(inputs_hash guest "$GUEST_MODULES" "$scen_sum" "$GUEST_TOOLS" "$(sha256sum "$REPO/bench/blkio.c")" \
-	"$(sha256sum "$REPO/tests/e2e/netxfer.c")" "$( [ "$ARCH" != arm64 ] || echo "$TARGET_TOOL_DEBS")")
+	"$(sha256sum "$REPO/tests/e2e/netxfer.c")" "$( [ "$ARCH" != arm64 ] || echo "$TARGET_TOOL_DEBS $TARGET_E2FS_DEB")")
 
 if [ -f "$OUT/initramfs.cpio.gz" ] && [ -f "$OUT/initramfs-full.cpio.gz" ] && [ -x "$OUT/netxfer" ] &&
 	[ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" = "$guest_hash" ]; then
@@ -392,6 +493,9 @@ EOF
 		cp -a "$TMP/tooldeb/usr/bin/iperf3" "$T2/usr/local/bin/" || die "iperf3:arm64 has no usr/bin/iperf3"
 		copy_libs "$TMP/tooldeb" "$T2"
 		rm -rf "$TMP/tooldeb"
+		fetch_debs_with_deps "$TMP/e2fsdeb" arm64 "$TARGET_E2FS_DEB"
+		copy_prog "$TMP/e2fsdeb" "$T2" usr/local/sbin mke2fs
+		rm -rf "$TMP/e2fsdeb"
 	fi
 	for prog in $GUEST_TOOLS; do
 		[ -x "$prog" ] || die "$prog not found; run tools/install-deps.sh"
@@ -527,8 +631,9 @@ poweroff -f
 while :; do sleep 3600; done
 EOF
 	else
-	# arm64 L1: the host's root is x86, so the command runs in this initramfs (arm64 busybox, bash and its
-	# libraries from Debian's :arm64 packages) with the repository bind-mounted from the host's root.
+	# arm64 L1: the host's root is x86, so the command runs in this initramfs (arm64 busybox, bash, iperf3,
+	# debugfs and their libraries from Debian's :arm64 packages) with the repository bind-mounted from the
+	# host's root.
 	fetch_debs "$TMP/l1deb" bash:arm64 libtinfo6:arm64 $TARGET_TOOL_DEBS
 	rm -f "$R/bin/bash"
 	cp -a "$TMP/l1deb/bin/bash" "$R/bin/bash"
@@ -537,6 +642,9 @@ EOF
 	copy_libs "$TMP/l1deb" "$R"
 	[ -e "$R/lib/aarch64-linux-gnu/libtinfo.so.6" ] || die "libtinfo6:arm64 has no libtinfo.so.6"
 	rm -rf "$TMP/l1deb"
+	fetch_debs_with_deps "$TMP/e2fsdeb" arm64 "$TARGET_E2FS_DEB"
+	copy_prog "$TMP/e2fsdeb" "$R" usr/local/sbin debugfs
+	rm -rf "$TMP/e2fsdeb"
 	cat >"$R/init" <<'EOF'
 #!/bin/sh
 # Test-bed L1 (arm64): mount the host's root (virtio-fs, read-only), run one command from the repository with

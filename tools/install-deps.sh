@@ -6,7 +6,7 @@ set -euo pipefail
 # One list: add packages here.
 PACKAGES="build-essential pkg-config libcriterion-dev libfdt-dev libcap-ng-dev libseccomp-dev
 libnl-3-dev libnl-route-3-dev acpica-tools qemu-system-x86 busybox-static cpio xz-utils zstd
-kmod iproute2 iputils-ping iperf3 e2fsprogs device-tree-compiler"
+kmod iproute2 iputils-ping iperf3 e2fsprogs device-tree-compiler binutils"
 # The arm64 cross build (make ARCH=arm64) and its nested test bed. These :arm64 packages co-install with
 # the host's; libfdt-dev:arm64 and busybox-static:arm64 do not (installing them removes the host's), so
 # tools/arm64-sysroot.sh and tools/guest-images.sh fetch those with apt-get download instead.
