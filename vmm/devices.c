@@ -200,7 +200,7 @@ static int vhost_prefetch_mode(int opt)
 	case NET_PREFETCH_SYNC:
 		return VHOST_PREFETCH_SYNC;
 	default:
-		return VHOST_PREFETCH_QUEUED;
+		return VHOST_PREFETCH_SYNC;
 	}
 }
 
