@@ -280,7 +280,7 @@ for name in "${NAMES[@]}"; do
 		elif [ $RESET_SUSPECT = 3 ]; then
 			echo "RETRY $name: KNOWN OPEN BUG: the guest triple-faulted behind the virtio-iommu ($first); retrying once"
 		elif [ $RESET_SUSPECT = 4 ]; then
-			echo "RETRY $name: KNOWN OPEN BUG: vhost-net behind the virtio-iommu stalled ($first); retrying once"
+			echo "RETRY $name: BUG: vhost-net behind the virtio-iommu stalled ($first); the known cause (an interrupt lost on a masked MSI-X vector) is fixed, so this is a new one; retrying once"
 			grep -E 'STALLED|stats:' "$W/$name.out" | sed 's/^/  | /' || true
 		else
 			echo "RETRY $name: the guest seems to have reset silently ($first); retrying once"
