@@ -124,6 +124,12 @@ struct iommu_limits {
 struct iommu_notifier {
 	void (*unmapped)(void *ctx, uint64_t iova, uint64_t len);
 	void (*mapped)(void *ctx, uint64_t iova, uint64_t gpa, uint64_t len, unsigned int perm);
+	/*
+	 * Optional, from the virtio-iommu: a batch of guest requests starts (begin) or ends. Between the two,
+	 * unmapped() may defer what it must do, to do it at the end (one INVALIDATE for adjacent UNMAPs), which
+	 * comes before any request of the batch completes. Outside a batch unmapped() must act at once.
+	 */
+	void (*batch)(void *ctx, bool begin);
 	void *ctx;
 };
 

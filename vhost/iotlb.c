@@ -95,11 +95,40 @@ static int send_msg(struct vhost_iotlb *t, uint8_t type, uint64_t iova, uint64_t
 	return n < 0 ? -errno : -EIO;
 }
 
+/* Write the held invalidations. inv_lock held. */
+static void flush_invalidations(struct vhost_iotlb *t)
+{
+	for (unsigned int i = 0; i < t->ninv; i++)
+		if (!send_msg(t, VHOST_IOTLB_INVALIDATE, t->inv[i].iova, t->inv[i].end - t->inv[i].iova, 0, 0))
+			add(&t->c.invalidations, 1);
+	t->ninv = 0;
+}
+
+/*
+ * Every UPDATE goes through here: an UPDATE overlapping a held invalidation (the range was unmapped and mapped
+ * again in one batch) must not be wiped out by it later, so those are written first.
+ */
+static int send_update(struct vhost_iotlb *t, uint64_t iova, uint64_t len, uint64_t uaddr, unsigned int perm)
+{
+	int r;
+
+	pthread_mutex_lock(&t->inv_lock);
+	for (unsigned int i = 0; i < t->ninv; i++) {
+		if (iova < t->inv[i].end && (t->inv[i].iova <= iova || t->inv[i].iova - iova < len)) {
+			flush_invalidations(t);
+			break;
+		}
+	}
+	r = send_msg(t, VHOST_IOTLB_UPDATE, iova, len, uaddr, perm);
+	pthread_mutex_unlock(&t->inv_lock);
+	return r;
+}
+
 /* emit for resolve: called with the IOMMU's locks held, so the UPDATE lands before any later INVALIDATE. */
 static int emit_update(void *arg, const struct viommu_run *run)
 {
 	struct vhost_iotlb *t = arg;
-	int r = send_msg(t, VHOST_IOTLB_UPDATE, run->iova, run->len, (uint64_t)(uintptr_t)run->host, run->perm);
+	int r = send_update(t, run->iova, run->len, (uint64_t)(uintptr_t)run->host, run->perm);
 
 	if (!r)
 		add(&t->c.updates, 1);
@@ -114,9 +143,53 @@ void vhost_iotlb_invalidate(struct vhost_iotlb *t, uint64_t iova, uint64_t len)
 		add(&t->c.invalidations, 1);
 }
 
+/*
+ * A guest UNMAP (or a whole endpoint change), under the domain's write lock. Inside a request batch it is held
+ * and merged with adjacent ones (lazy-mode Linux sends a run of UNMAPs with one kick), so vhost takes its
+ * queue locks once per merged range; the batch's end writes them before any request completes.
+ */
 static void on_unmapped(void *ctx, uint64_t iova, uint64_t len)
 {
-	vhost_iotlb_invalidate(ctx, iova, len);
+	struct vhost_iotlb *t = ctx;
+	uint64_t end = len > UINT64_MAX - iova ? UINT64_MAX : iova + len;
+
+	if (!__atomic_load_n(&t->active, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&t->inv_lock);
+	if (!t->batch_depth || end == UINT64_MAX) {
+		if (!send_msg(t, VHOST_IOTLB_INVALIDATE, iova, len, 0, 0))
+			add(&t->c.invalidations, 1);
+		pthread_mutex_unlock(&t->inv_lock);
+		return;
+	}
+	for (unsigned int i = 0; i < t->ninv; i++) {
+		struct vhost_iotlb_range *r = &t->inv[i];
+
+		if (iova <= r->end && r->iova <= end) { /* overlapping or adjacent */
+			r->iova = iova < r->iova ? iova : r->iova;
+			r->end = end > r->end ? end : r->end;
+			add(&t->c.inval_merged, 1);
+			pthread_mutex_unlock(&t->inv_lock);
+			return;
+		}
+	}
+	if (t->ninv == VHOST_IOTLB_INV_BATCH)
+		flush_invalidations(t);
+	t->inv[t->ninv++] = (struct vhost_iotlb_range){ .iova = iova, .end = end };
+	pthread_mutex_unlock(&t->inv_lock);
+}
+
+static void on_batch(void *ctx, bool begin)
+{
+	struct vhost_iotlb *t = ctx;
+
+	pthread_mutex_lock(&t->inv_lock);
+	if (begin) {
+		t->batch_depth++;
+	} else if (t->batch_depth && !--t->batch_depth) {
+		flush_invalidations(t);
+	}
+	pthread_mutex_unlock(&t->inv_lock);
 }
 
 struct fill_arg {
@@ -128,7 +201,7 @@ struct fill_arg {
 static int emit_fill(void *arg, const struct viommu_run *run)
 {
 	struct fill_arg *f = arg;
-	int r = send_msg(f->t, VHOST_IOTLB_UPDATE, run->iova, run->len, (uint64_t)(uintptr_t)run->host, run->perm);
+	int r = send_update(f->t, run->iova, run->len, (uint64_t)(uintptr_t)run->host, run->perm);
 
 	if (r)
 		return r;
@@ -156,7 +229,7 @@ static void on_mapped(void *ctx, uint64_t iova, uint64_t gpa, uint64_t len, unsi
 		/* GUEST: [gpa, gpa+len) is the guest's MAP; gm_ptr accepts it only inside one RAM region. */
 		void *host = gm_ptr(t->gm, gpa, len);
 
-		if (host && !send_msg(t, VHOST_IOTLB_UPDATE, iova, len, (uint64_t)(uintptr_t)host, perm)) {
+		if (host && !send_update(t, iova, len, (uint64_t)(uintptr_t)host, perm)) {
 			add(&t->c.prefetches, 1);
 			return;
 		}
@@ -221,9 +294,11 @@ int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resol
 	t->resolve = resolve;
 	t->resolve_ctx = resolve_ctx;
 	t->prefetch = prefetch;
-	t->notifier = (struct iommu_notifier){ .unmapped = on_unmapped, .mapped = on_mapped, .ctx = t };
+	t->notifier =
+		(struct iommu_notifier){ .unmapped = on_unmapped, .mapped = on_mapped, .batch = on_batch, .ctx = t };
 	t->pf_fd = -1;
 	pthread_mutex_init(&t->pf_lock, NULL);
+	pthread_mutex_init(&t->inv_lock, NULL);
 	t->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (t->stop_fd < 0)
 		return -errno;
@@ -240,6 +315,7 @@ void vhost_iotlb_fini(struct vhost_iotlb *t)
 		close(t->pf_fd);
 	t->stop_fd = t->pf_fd = -1;
 	pthread_mutex_destroy(&t->pf_lock);
+	pthread_mutex_destroy(&t->inv_lock);
 }
 
 void vhost_iotlb_set_memory(struct vhost_iotlb *t, const struct guest_memory *gm)
@@ -432,11 +508,11 @@ void vhost_iotlb_stats(const struct vhost_iotlb *t, char *buf, size_t len)
 	served = c.misses ? c.misses : 1;
 	snprintf(buf, len,
 		 "iotlb: %llu misses, %llu updates, %llu prefetched, %llu invalidations, %llu faults, %llu errors, "
-		 "%llu prefetches dropped; "
+		 "%llu prefetches dropped, %llu unmaps merged; "
 		 "miss service p50 <= %.1f us, p99 <= %.1f us, mean %.1f us, max %.1f us",
 		 (unsigned long long)c.misses, (unsigned long long)c.updates, (unsigned long long)c.prefetches,
 		 (unsigned long long)c.invalidations, (unsigned long long)c.faults, (unsigned long long)c.errors,
-		 (unsigned long long)c.prefetch_dropped,
+		 (unsigned long long)c.prefetch_dropped, (unsigned long long)c.inval_merged,
 		 vhost_iotlb_quantile_us(&c, 0.5), vhost_iotlb_quantile_us(&c, 0.99),
 		 (double)c.service_ns / 1000.0 / (double)served, (double)c.service_max_ns / 1000.0);
 }

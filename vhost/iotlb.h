@@ -42,6 +42,9 @@ struct vm;
 typedef int (*vhost_iotlb_resolve_fn)(void *ctx, uint64_t iova, unsigned int perm, uint64_t max_len, bool report,
 				      int (*emit)(void *arg, const struct viommu_run *run), void *arg);
 
+/* Invalidations held during one batch of IOMMU requests; when full they are written out. */
+#define VHOST_IOTLB_INV_BATCH 32u
+
 /* Guest MAPs waiting for the IOTLB thread to push them (prefetch); beyond this they are dropped. */
 #define VHOST_IOTLB_PREFETCH_QUEUE 1024u
 
@@ -64,6 +67,7 @@ struct vhost_iotlb_counters {
 	uint64_t prefetches;    /* UPDATE messages written for guest MAPs (prefetch on) */
 	uint64_t prefetch_dropped; /* MAPs not pushed: the prefetch queue was full */
 	uint64_t invalidations; /* INVALIDATE messages written */
+	uint64_t inval_merged;  /* UNMAPs folded into another one's INVALIDATE (adjacent, same request batch) */
 	uint64_t faults;        /* misses the IOMMU refused (reported to the guest as fault events) */
 	uint64_t errors;        /* bad messages from the back end, failed writes */
 	uint64_t service_ns;    /* total miss-service time */
@@ -84,6 +88,11 @@ struct vhost_iotlb {
 	struct vhost_iotlb_hint pf[VHOST_IOTLB_PREFETCH_QUEUE];
 	unsigned int pf_head, pf_count;
 	int pf_fd;
+	/* invalidations of the current request batch, merged, written at its end (or before an overlapping UPDATE) */
+	pthread_mutex_t inv_lock;
+	unsigned int batch_depth;
+	struct vhost_iotlb_range { uint64_t iova, end; } inv[VHOST_IOTLB_INV_BATCH]; /* [iova, end) */
+	unsigned int ninv;
 	struct vhost_iotlb_counters c; /* atomics; hist and service_* written by the serving thread only */
 	/* the thread */
 	struct vm *vm;

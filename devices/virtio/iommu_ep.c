@@ -301,6 +301,16 @@ void viommu_dom_mark(struct virtio_iommu *v, const struct viommu_dom *dom)
 			v->eps[i]->sync_pending = true;
 }
 
+void viommu_batch(struct virtio_iommu *v, bool begin)
+{
+	pthread_rwlock_rdlock(&v->state);
+	for (unsigned int i = 0; i < v->neps; i++)
+		for (unsigned int k = 0; k < v->eps[i]->nsubs; k++)
+			if (v->eps[i]->subs[k]->batch)
+				v->eps[i]->subs[k]->batch(v->eps[i]->subs[k]->ctx, begin);
+	pthread_rwlock_unlock(&v->state);
+}
+
 void viommu_sync_pending(struct virtio_iommu *v)
 {
 	struct viommu_endpoint *eps[VIOMMU_MAX_ENDPOINTS];

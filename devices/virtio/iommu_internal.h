@@ -143,6 +143,11 @@ void viommu_dom_mark(struct virtio_iommu *v, const struct viommu_dom *dom);
  * of requests, before any of them completes. IOMMU's thread, no lock held.
  */
 void viommu_sync_pending(struct virtio_iommu *v);
+/*
+ * Tell every endpoint's subscribers that a batch of requests begins or ends (iommu_notifier.batch); the end
+ * comes before any request of the batch completes. IOMMU's thread, no lock held.
+ */
+void viommu_batch(struct virtio_iommu *v, bool begin);
 /* Drain the fault queue into out (VIOMMU_FAULT_QUEUE entries); returns how many. */
 unsigned int viommu_faults_take(struct virtio_iommu *v, struct viommu_fault_rec *out);
 

@@ -475,6 +475,8 @@ void viommu_serve_requests(struct virtio_iommu *v)
 
 	if (!q)
 		return;
+	/* Subscribers may gather the batch's invalidations and send them at its end, before any completion. */
+	viommu_batch(v, true);
 	/* At most a queue's worth is outstanding (virtq_pop refuses more), so the arrays cannot overflow. */
 	while (n < VIOMMU_REQUESTQ_SIZE && (r = virtq_pop(q, &chain)) == 1) {
 		r = serve_one(v, q, &chain, &used[n]);
@@ -482,6 +484,7 @@ void viommu_serve_requests(struct virtio_iommu *v)
 			break;
 		head[n++] = chain.head;
 	}
+	viommu_batch(v, false);
 	viommu_sync_pending(v);
 	for (unsigned int i = 0; i < n; i++)
 		if (virtq_push(q, head[i], used[i]))

@@ -1375,13 +1375,49 @@ struct order_probe {
 static void probe_unmapped(void *ctx, uint64_t iova, uint64_t len)
 {
 	struct order_probe *p = ctx;
-	struct vhost_msg_v2 m;
 
 	p->calls++;
+}
+
+/* Subscribed after the IOTLB: its batch end runs after the IOTLB's, still before the requests complete. */
+static void probe_batch(void *ctx, bool begin)
+{
+	struct order_probe *p = ctx;
+	struct vhost_msg_v2 m;
+
+	if (begin)
+		return;
 	p->used_idx = vqm_used_idx(&p->v->t.rq);
 	p->invalidate_was_written = recv(p->v->fd[1], &m, sizeof(m), MSG_PEEK | MSG_DONTWAIT) == (ssize_t)sizeof(m) &&
-				    m.iotlb.type == VHOST_IOTLB_INVALIDATE && m.iotlb.iova == iova &&
-				    m.iotlb.size == len;
+				    m.iotlb.type == VHOST_IOTLB_INVALIDATE;
+}
+
+/* Queue a request without kicking (several make one batch); returns its head. */
+static uint16_t queue_req(struct tio *t, const void *r, uint32_t rlen)
+{
+	struct vqm_buf b[2] = { { 0, rlen, false }, { 0, TAIL, true } };
+	uint16_t head = vqm_chain(&t->rq, b, 2);
+
+	memcpy(vqm_host(&t->rq, b[0].addr, rlen), r, rlen);
+	vqm_publish(&t->rq, head);
+	return head;
+}
+
+static void queue_unmap(struct tio *t, uint32_t dom, uint64_t start, uint64_t end)
+{
+	struct virtio_iommu_req_unmap r = { .head.type = VIRTIO_IOMMU_T_UNMAP,
+					    .domain = htole32(dom),
+					    .virt_start = htole64(start),
+					    .virt_end = htole64(end) };
+
+	queue_req(t, &r, offsetof(struct virtio_iommu_req_unmap, tail));
+}
+
+static void queue_map(struct tio *t, uint32_t dom, uint64_t start, uint64_t end, uint64_t phys, uint32_t flags)
+{
+	struct virtio_iommu_req_map r = map_req(dom, start, end, phys, flags);
+
+	queue_req(t, &r, offsetof(struct virtio_iommu_req_map, tail));
 }
 
 Test(vhost_iotlb, unmap_invalidates_before_the_request_completes)
@@ -1391,7 +1427,7 @@ Test(vhost_iotlb, unmap_invalidates_before_the_request_completes)
 	uint16_t before;
 
 	vt_up(&v, NULL, false);
-	p.n = (struct iommu_notifier){ .unmapped = probe_unmapped, .ctx = &p };
+	p.n = (struct iommu_notifier){ .unmapped = probe_unmapped, .batch = probe_batch, .ctx = &p };
 	cr_assert_eq(virtio_iommu_endpoint_notifier(v.t.ep[0], &p.n), 0);
 	cr_assert_eq(attach(&v.t, 1, EP_A, 0), S(OK));
 	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
@@ -1404,12 +1440,70 @@ Test(vhost_iotlb, unmap_invalidates_before_the_request_completes)
 	p.calls = 0;
 	cr_assert_eq(unmap(&v.t, 1, IOVA + K4, IOVA + 2 * K4 - 1), S(OK));
 	cr_assert_eq(p.calls, 1);
-	cr_assert(p.invalidate_was_written, "INVALIDATE was on the vhost fd when the notifiers ran");
+	cr_assert(p.invalidate_was_written, "INVALIDATE was on the vhost fd at the end of the batch");
 	cr_assert_eq(p.used_idx, before, "... and the UNMAP had not completed yet");
 	vt_expect(&v, VHOST_IOTLB_INVALIDATE, IOVA + K4, K4, 0, 0);
 	/* DETACH: everything goes. */
 	cr_assert_eq(detach(&v.t, 1, EP_A), S(OK));
 	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
+	vt_expect_none(&v);
+	vt_down(&v);
+}
+
+Test(vhost_iotlb, unmaps_of_one_batch_are_merged)
+{
+	struct vt v;
+	struct order_probe p = { .v = &v };
+	struct vhost_iotlb_counters c;
+	uint16_t before;
+
+	vt_up(&v, NULL, VHOST_PREFETCH_OFF);
+	p.n = (struct iommu_notifier){ .unmapped = probe_unmapped, .batch = probe_batch, .ctx = &p };
+	cr_assert_eq(virtio_iommu_endpoint_notifier(v.t.ep[0], &p.n), 0);
+	cr_assert_eq(attach(&v.t, 1, EP_A, 0), S(OK));
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
+	for (unsigned int i = 0; i < 4; i++)
+		cr_assert_eq(map(&v.t, 1, IOVA + i * K4, IOVA + (i + 1) * K4 - 1, VQM_R2 + i * K4, RW), S(OK));
+	cr_assert_eq(map(&v.t, 1, IOVA + 0x10000, IOVA + 0x10000 + K4 - 1, VQM_R2, RW), S(OK));
+	vt_expect_none(&v);
+	/* One kick: three adjacent UNMAPs (out of order) and one elsewhere. */
+	before = vqm_used_idx(&v.t.rq);
+	queue_unmap(&v.t, 1, IOVA + K4, IOVA + 2 * K4 - 1);
+	queue_unmap(&v.t, 1, IOVA + 0x10000, IOVA + 0x10000 + K4 - 1);
+	queue_unmap(&v.t, 1, IOVA, IOVA + K4 - 1);
+	queue_unmap(&v.t, 1, IOVA + 2 * K4, IOVA + 3 * K4 - 1);
+	virtio_queue_notify(v.t.dev, RQ);
+	cr_assert_eq(vqm_used_idx(&v.t.rq), (uint16_t)(before + 4));
+	cr_assert(p.invalidate_was_written, "the merged INVALIDATEs were written before the batch completed");
+	cr_assert_eq(p.used_idx, before);
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, IOVA, 3 * K4, 0, 0);
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, IOVA + 0x10000, K4, 0, 0);
+	vt_expect_none(&v);
+	vhost_iotlb_counters(&v.io, &c);
+	cr_assert_eq(c.inval_merged, 2);
+	/* Outside a batch (a single request's batch still ends before completion): one each, at once. */
+	cr_assert_eq(unmap(&v.t, 1, IOVA + 3 * K4, IOVA + 4 * K4 - 1), S(OK));
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, IOVA + 3 * K4, K4, 0, 0);
+	vt_expect_none(&v);
+	vt_down(&v);
+}
+
+Test(vhost_iotlb, update_after_unmap_in_one_batch_survives)
+{
+	struct vt v;
+
+	vt_up(&v, NULL, VHOST_PREFETCH_SYNC);
+	vhost_iotlb_set_memory(&v.io, v.t.rq.mem ? &v.t.rq.mem->gm : &v.t.rq.gm);
+	cr_assert_eq(attach(&v.t, 1, EP_A, 0), S(OK));
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
+	cr_assert_eq(map(&v.t, 1, IOVA, IOVA + K4 - 1, VQM_R2, R), S(OK));
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA, K4, VQM_R2, VHOST_ACCESS_RO);
+	/* UNMAP then MAP of the same IOVA in one kick: the held INVALIDATE must go before the new UPDATE. */
+	queue_unmap(&v.t, 1, IOVA, IOVA + K4 - 1);
+	queue_map(&v.t, 1, IOVA, IOVA + K4 - 1, VQM_R2 + K4, RW);
+	virtio_queue_notify(v.t.dev, RQ);
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, IOVA, K4, 0, 0);
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA, K4, VQM_R2 + K4, VHOST_ACCESS_RW);
 	vt_expect_none(&v);
 	vt_down(&v);
 }
