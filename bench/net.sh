@@ -142,12 +142,14 @@ guest_run() {
 	down=$(tr -d '\r' <"$con" 2>/dev/null | sed -n 's/^IPERF_DOWN_MBPS=//p' | head -n 1)
 	if [ -n "$up" ] && [ -n "$down" ]; then
 		# vhost behind the IOMMU: IOTLB misses and the miss-service median and p99 from moat's exit report.
-		local st misses p50 p99
+		local st misses p50 p99 inval merged
 		st=$(grep 'stats: vhost-net' "$W/$v.err" 2>/dev/null | tail -n 1)
 		misses=$(sed -n 's/.*iotlb: \([0-9]*\) misses.*/\1/p' <<<"$st")
 		p50=$(sed -n 's/.*p50 <= \([0-9.]*\) us.*/\1/p' <<<"$st")
 		p99=$(sed -n 's/.*p99 <= \([0-9.]*\) us.*/\1/p' <<<"$st")
-		echo "$up $down ${misses:--} ${p50:--} ${p99:--}"
+		inval=$(sed -n 's/.* \([0-9]*\) invalidations.*/\1/p' <<<"$st")
+		merged=$(sed -n 's/.* \([0-9]*\) unmaps merged.*/\1/p' <<<"$st")
+		echo "$up $down ${misses:--} ${p50:--} ${p99:--} ${inval:--} ${merged:--}"
 	else
 		echo "fail exit $rc; $(tr -d '\r' <"$con" 2>/dev/null | grep -E 'FAIL|panic' | head -n 2 | tr '\n' ' ')$(tail -n 2 "$W/$v.err" | tr '\n' ' ')"
 	fi
@@ -189,7 +191,7 @@ for n in $(seq "$RUNS"); do
 			printf '  run %d %-6s FAILED: %s\n' "$n" "$v" "$res"
 			continue
 		fi
-		read -r u d mi p5 p9 <<<"$res"
+		read -r u d mi p5 p9 inv mg <<<"$res"
 		UP[$v]+="$u "
 		DOWN[$v]+="$d "
 		extra=
@@ -199,7 +201,7 @@ for n in $(seq "$RUNS"); do
 			MPG[$v]+="$mpg "
 			P50[$v]+="$p5 "
 			P99[$v]+="$p9 "
-			extra="  iotlb misses $mi ($mpg/GiB), service p50 <= $p5 us, p99 <= $p9 us"
+			extra="  iotlb misses $mi ($mpg/GiB), service p50 <= $p5 us, p99 <= $p9 us; $inv INVALIDATEs, $mg UNMAPs merged into them"
 		fi
 		printf '  run %d %-6s up %8s  down %8s%s\n' "$n" "$v" "$u" "$d" "$extra"
 	done
