@@ -1,16 +1,18 @@
 /*
  * linetime: run a command and time when marker strings first appear in its output.
  *
- *   linetime [-t SECONDS] [-l LOGFILE] [-r] -m MARKER [-m MARKER]... -- CMD [ARG...]
+ *   linetime [-t SECONDS] [-l LOGFILE] [-r [-g BYTES]] -m MARKER [-m MARKER]... -- CMD [ARG...]
  *
  * CMD's stdout and stderr go to one pipe; every complete line is copied to LOGFILE (if given) and
  * searched for each MARKER. The clock starts just before CMD is started. Prints on stdout, one per line:
  *   marker<N> <seconds>|none   first line containing the N-th marker (N from 1)
  *   exit <status>|signal <N>|timeout
  *   wall <seconds>             until CMD exited
- *   rss_kb <KB>                with -r: peak RssAnon+RssFile of CMD's process (sampled every 10 ms)
+ *   rss_kb <KB>                with -r: peak RssAnon+RssFile of CMD's process (sampled every 10 ms), less
+ *                              the guest RAM mapping with -g
  *   shmem_kb <KB>              with -r: peak RssShmem (a VMM's guest memory when it is shared memory)
- *   rss_marker1_kb <KB>        with -r: RssAnon+RssFile when the first marker appeared
+ *   guest_kb <KB>              with -g: peak Rss of the mapping of exactly BYTES (a VMM's private guest RAM)
+ *   rss_marker1_kb <KB>        with -r: rss_kb's measure when the first marker appeared
  * With -t, CMD is killed (SIGTERM, then SIGKILL 2 s later) after SECONDS.
  */
 #define _GNU_SOURCE
@@ -35,6 +37,36 @@ static double now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * Rss (KB) of PID's mappings of exactly `bytes` (from /proc/PID/smaps), or -1; *anon gets the
+ * private anonymous part (what RssAnon counts of it).
+ */
+static long mapping_rss(pid_t pid, unsigned long bytes, long *anon)
+{
+	char path[64], line[512];
+	unsigned long lo, hi;
+	long kb, total = 0;
+	int in_target = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	*anon = 0;
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		/* A mapping's header line ("lo-hi perms ..."); field lines ("Rss: ...") never parse as two numbers. */
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+			in_target = hi - lo == bytes;
+		else if (in_target && sscanf(line, "Rss: %ld", &kb) == 1)
+			total += kb;
+		else if (in_target && sscanf(line, "Anonymous: %ld", &kb) == 1)
+			*anon += kb;
+	}
+	fclose(f);
+	return total;
 }
 
 /* Returns 0 and fills anon+file and shmem (KB) from /proc/PID/status. */
@@ -63,7 +95,7 @@ static int sample_rss(pid_t pid, long *rss, long *shmem)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: linetime [-t SECONDS] [-l LOGFILE] [-r] -m MARKER [-m MARKER]... -- CMD [ARG...]\n");
+	fprintf(stderr, "usage: linetime [-t SECONDS] [-l LOGFILE] [-r [-g BYTES]] -m MARKER [-m MARKER]... -- CMD [ARG...]\n");
 	exit(2);
 }
 
@@ -73,14 +105,15 @@ int main(int argc, char **argv)
 	double seen[MAX_MARKERS];
 	int nmarkers = 0, sample = 0, opt, fds[2], status = 0, exited = 0, timed_out = 0, eof = 0;
 	double timeout = 0, start, end = 0, kill_at = 0, last_sample = 0;
-	long rss_peak = -1, shm_peak = -1, rss_at_marker = -1;
+	long rss_peak = -1, shm_peak = -1, guest_peak = -1, rss_at_marker = -1;
+	unsigned long guest_bytes = 0;
 	const char *logpath = NULL;
 	FILE *logf = NULL;
 	char line[LINE_MAX_LEN];
 	size_t len = 0;
 	pid_t pid;
 
-	while ((opt = getopt(argc, argv, "+t:l:rm:")) != -1) {
+	while ((opt = getopt(argc, argv, "+t:l:rg:m:")) != -1) {
 		switch (opt) {
 		case 't':
 			timeout = atof(optarg);
@@ -90,6 +123,9 @@ int main(int argc, char **argv)
 			break;
 		case 'r':
 			sample = 1;
+			break;
+		case 'g':
+			guest_bytes = strtoul(optarg, NULL, 0);
 			break;
 		case 'm':
 			if (nmarkers == MAX_MARKERS)
@@ -149,9 +185,12 @@ int main(int argc, char **argv)
 				exited = 1;
 				end = t;
 			} else if (sample && t - last_sample >= 0.01) {
-				long rss, shm;
+				long rss, shm, anon = 0, guest = guest_bytes ? mapping_rss(pid, guest_bytes, &anon) : -1;
 
 				if (sample_rss(pid, &rss, &shm) == 0) {
+					rss = rss > anon ? rss - anon : 0;
+					if (guest > guest_peak)
+						guest_peak = guest;
 					if (rss > rss_peak)
 						rss_peak = rss;
 					if (shm > shm_peak)
@@ -206,10 +245,12 @@ int main(int argc, char **argv)
 					if (seen[m] < 0 && strstr(line, markers[m])) {
 						seen[m] = tl - start;
 						if (m == 0 && sample) {
-							long rss, shm;
+							long rss, shm, anon = 0;
 
+							if (guest_bytes)
+								mapping_rss(pid, guest_bytes, &anon);
 							if (sample_rss(pid, &rss, &shm) == 0)
-								rss_at_marker = rss;
+								rss_at_marker = rss > anon ? rss - anon : 0;
 						}
 					}
 				}
@@ -246,6 +287,8 @@ int main(int argc, char **argv)
 	if (sample) {
 		printf("rss_kb %ld\n", rss_peak);
 		printf("shmem_kb %ld\n", shm_peak);
+		if (guest_bytes)
+			printf("guest_kb %ld\n", guest_peak);
 		printf("rss_marker1_kb %ld\n", rss_at_marker);
 	}
 	return 0;
