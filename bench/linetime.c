@@ -8,9 +8,9 @@
  *   marker<N> <seconds>|none   first line containing the N-th marker (N from 1)
  *   exit <status>|signal <N>|timeout
  *   wall <seconds>             until CMD exited
- *   rss_kb <KB>                with -r: peak RssAnon+RssFile of CMD's process (sampled every 10 ms), less
- *                              the guest RAM mapping with -g
- *   shmem_kb <KB>              with -r: peak RssShmem (a VMM's guest memory when it is shared memory)
+ *   rss_kb <KB>                with -r: peak RssAnon+RssFile of CMD's process (sampled every 10 ms); with -g:
+ *                              peak Rss of its mappings but the guest RAM's (from smaps, every 100 ms)
+ *   shmem_kb <KB>              with -r, without -g: peak RssShmem (a VMM's guest memory when it is shared memory)
  *   guest_kb <KB>              with -g: peak Rss of the mapping of exactly BYTES (a VMM's private guest RAM)
  *   rss_marker1_kb <KB>        with -r: rss_kb's measure when the first marker appeared
  * With -t, CMD is killed (SIGTERM, then SIGKILL 2 s later) after SECONDS.
@@ -40,33 +40,31 @@ static double now(void)
 }
 
 /*
- * Rss (KB) of PID's mappings of exactly `bytes` (from /proc/PID/smaps), or -1; *anon gets the
- * private anonymous part (what RssAnon counts of it).
+ * From one pass over /proc/PID/smaps: *guest = Rss (KB) of the mappings of exactly `bytes` (a VMM's
+ * guest RAM), *rest = Rss of every other mapping (the VMM's own memory). -1 if unreadable.
  */
-static long mapping_rss(pid_t pid, unsigned long bytes, long *anon)
+static int sample_smaps(pid_t pid, unsigned long bytes, long *guest, long *rest)
 {
 	char path[64], line[512];
 	unsigned long lo, hi;
-	long kb, total = 0;
-	int in_target = 0;
+	int in_guest = 0;
+	long kb;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
-	*anon = 0;
 	f = fopen(path, "r");
 	if (!f)
 		return -1;
+	*guest = *rest = 0;
 	while (fgets(line, sizeof(line), f)) {
 		/* A mapping's header line ("lo-hi perms ..."); field lines ("Rss: ...") never parse as two numbers. */
 		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
-			in_target = hi - lo == bytes;
-		else if (in_target && sscanf(line, "Rss: %ld", &kb) == 1)
-			total += kb;
-		else if (in_target && sscanf(line, "Anonymous: %ld", &kb) == 1)
-			*anon += kb;
+			in_guest = hi - lo == bytes;
+		else if (sscanf(line, "Rss: %ld", &kb) == 1)
+			*(in_guest ? guest : rest) += kb;
 	}
 	fclose(f);
-	return total;
+	return 0;
 }
 
 /* Returns 0 and fills anon+file and shmem (KB) from /proc/PID/status. */
@@ -184,11 +182,11 @@ int main(int argc, char **argv)
 			if (w == pid) {
 				exited = 1;
 				end = t;
-			} else if (sample && t - last_sample >= 0.01) {
-				long rss, shm, anon = 0, guest = guest_bytes ? mapping_rss(pid, guest_bytes, &anon) : -1;
+			} else if (sample && t - last_sample >= (guest_bytes ? 0.1 : 0.01)) {
+				long rss, shm = 0, guest = -1;
+				int ok = guest_bytes ? sample_smaps(pid, guest_bytes, &guest, &rss) : sample_rss(pid, &rss, &shm);
 
-				if (sample_rss(pid, &rss, &shm) == 0) {
-					rss = rss > anon ? rss - anon : 0;
+				if (ok == 0) {
 					if (guest > guest_peak)
 						guest_peak = guest;
 					if (rss > rss_peak)
@@ -245,12 +243,11 @@ int main(int argc, char **argv)
 					if (seen[m] < 0 && strstr(line, markers[m])) {
 						seen[m] = tl - start;
 						if (m == 0 && sample) {
-							long rss, shm, anon = 0;
+							long rss, shm, guest;
 
-							if (guest_bytes)
-								mapping_rss(pid, guest_bytes, &anon);
-							if (sample_rss(pid, &rss, &shm) == 0)
-								rss_at_marker = rss > anon ? rss - anon : 0;
+							if (guest_bytes ? sample_smaps(pid, guest_bytes, &guest, &rss) == 0 :
+									  sample_rss(pid, &rss, &shm) == 0)
+								rss_at_marker = rss;
 						}
 					}
 				}
@@ -286,9 +283,10 @@ int main(int argc, char **argv)
 	printf("wall %.6f\n", end - start);
 	if (sample) {
 		printf("rss_kb %ld\n", rss_peak);
-		printf("shmem_kb %ld\n", shm_peak);
 		if (guest_bytes)
 			printf("guest_kb %ld\n", guest_peak);
+		else
+			printf("shmem_kb %ld\n", shm_peak);
 		printf("rss_marker1_kb %ld\n", rss_at_marker);
 	}
 	return 0;
