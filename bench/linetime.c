@@ -1,16 +1,18 @@
 /*
  * linetime: run a command and time when marker strings first appear in its output.
  *
- *   linetime [-t SECONDS] [-l LOGFILE] [-r] -m MARKER [-m MARKER]... -- CMD [ARG...]
+ *   linetime [-t SECONDS] [-l LOGFILE] [-r [-g BYTES]] -m MARKER [-m MARKER]... -- CMD [ARG...]
  *
  * CMD's stdout and stderr go to one pipe; every complete line is copied to LOGFILE (if given) and
  * searched for each MARKER. The clock starts just before CMD is started. Prints on stdout, one per line:
  *   marker<N> <seconds>|none   first line containing the N-th marker (N from 1)
  *   exit <status>|signal <N>|timeout
  *   wall <seconds>             until CMD exited
- *   rss_kb <KB>                with -r: peak RssAnon+RssFile of CMD's process (sampled every 10 ms)
- *   shmem_kb <KB>              with -r: peak RssShmem (a VMM's guest memory when it is shared memory)
- *   rss_marker1_kb <KB>        with -r: RssAnon+RssFile when the first marker appeared
+ *   rss_kb <KB>                with -r: peak RssAnon+RssFile of CMD's process (sampled every 10 ms); with -g:
+ *                              peak Rss of its mappings but the guest RAM's (from smaps, every 100 ms)
+ *   shmem_kb <KB>              with -r, without -g: peak RssShmem (a VMM's guest memory when it is shared memory)
+ *   guest_kb <KB>              with -g: peak Rss of the mapping of exactly BYTES (a VMM's private guest RAM)
+ *   rss_marker1_kb <KB>        with -r: rss_kb's measure when the first marker appeared
  * With -t, CMD is killed (SIGTERM, then SIGKILL 2 s later) after SECONDS.
  */
 #define _GNU_SOURCE
@@ -35,6 +37,34 @@ static double now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * From one pass over /proc/PID/smaps: *guest = Rss (KB) of the mappings of exactly `bytes` (a VMM's
+ * guest RAM), *rest = Rss of every other mapping (the VMM's own memory). -1 if unreadable.
+ */
+static int sample_smaps(pid_t pid, unsigned long bytes, long *guest, long *rest)
+{
+	char path[64], line[512];
+	unsigned long lo, hi;
+	int in_guest = 0;
+	long kb;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	*guest = *rest = 0;
+	while (fgets(line, sizeof(line), f)) {
+		/* A mapping's header line ("lo-hi perms ..."); field lines ("Rss: ...") never parse as two numbers. */
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+			in_guest = hi - lo == bytes;
+		else if (sscanf(line, "Rss: %ld", &kb) == 1)
+			*(in_guest ? guest : rest) += kb;
+	}
+	fclose(f);
+	return 0;
 }
 
 /* Returns 0 and fills anon+file and shmem (KB) from /proc/PID/status. */
@@ -63,7 +93,7 @@ static int sample_rss(pid_t pid, long *rss, long *shmem)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: linetime [-t SECONDS] [-l LOGFILE] [-r] -m MARKER [-m MARKER]... -- CMD [ARG...]\n");
+	fprintf(stderr, "usage: linetime [-t SECONDS] [-l LOGFILE] [-r [-g BYTES]] -m MARKER [-m MARKER]... -- CMD [ARG...]\n");
 	exit(2);
 }
 
@@ -73,14 +103,15 @@ int main(int argc, char **argv)
 	double seen[MAX_MARKERS];
 	int nmarkers = 0, sample = 0, opt, fds[2], status = 0, exited = 0, timed_out = 0, eof = 0;
 	double timeout = 0, start, end = 0, kill_at = 0, last_sample = 0;
-	long rss_peak = -1, shm_peak = -1, rss_at_marker = -1;
+	long rss_peak = -1, shm_peak = -1, guest_peak = -1, rss_at_marker = -1;
+	unsigned long guest_bytes = 0;
 	const char *logpath = NULL;
 	FILE *logf = NULL;
 	char line[LINE_MAX_LEN];
 	size_t len = 0;
 	pid_t pid;
 
-	while ((opt = getopt(argc, argv, "+t:l:rm:")) != -1) {
+	while ((opt = getopt(argc, argv, "+t:l:rg:m:")) != -1) {
 		switch (opt) {
 		case 't':
 			timeout = atof(optarg);
@@ -90,6 +121,9 @@ int main(int argc, char **argv)
 			break;
 		case 'r':
 			sample = 1;
+			break;
+		case 'g':
+			guest_bytes = strtoul(optarg, NULL, 0);
 			break;
 		case 'm':
 			if (nmarkers == MAX_MARKERS)
@@ -148,10 +182,13 @@ int main(int argc, char **argv)
 			if (w == pid) {
 				exited = 1;
 				end = t;
-			} else if (sample && t - last_sample >= 0.01) {
-				long rss, shm;
+			} else if (sample && t - last_sample >= (guest_bytes ? 0.1 : 0.01)) {
+				long rss, shm = 0, guest = -1;
+				int ok = guest_bytes ? sample_smaps(pid, guest_bytes, &guest, &rss) : sample_rss(pid, &rss, &shm);
 
-				if (sample_rss(pid, &rss, &shm) == 0) {
+				if (ok == 0) {
+					if (guest > guest_peak)
+						guest_peak = guest;
 					if (rss > rss_peak)
 						rss_peak = rss;
 					if (shm > shm_peak)
@@ -206,9 +243,10 @@ int main(int argc, char **argv)
 					if (seen[m] < 0 && strstr(line, markers[m])) {
 						seen[m] = tl - start;
 						if (m == 0 && sample) {
-							long rss, shm;
+							long rss, shm, guest;
 
-							if (sample_rss(pid, &rss, &shm) == 0)
+							if (guest_bytes ? sample_smaps(pid, guest_bytes, &guest, &rss) == 0 :
+									  sample_rss(pid, &rss, &shm) == 0)
 								rss_at_marker = rss;
 						}
 					}
@@ -245,7 +283,10 @@ int main(int argc, char **argv)
 	printf("wall %.6f\n", end - start);
 	if (sample) {
 		printf("rss_kb %ld\n", rss_peak);
-		printf("shmem_kb %ld\n", shm_peak);
+		if (guest_bytes)
+			printf("guest_kb %ld\n", guest_peak);
+		else
+			printf("shmem_kb %ld\n", shm_peak);
 		printf("rss_marker1_kb %ld\n", rss_at_marker);
 	}
 	return 0;

@@ -4,13 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/sendfile.h>
 #include <unistd.h>
 
 void gm_init(struct guest_memory *gm)
 {
 	memset(gm, 0, sizeof(*gm));
-	gm->fd = -1;
 }
 
 int gm_add_region(struct guest_memory *gm, uint64_t gpa, uint64_t size)
@@ -26,7 +24,7 @@ int gm_add_region(struct guest_memory *gm, uint64_t gpa, uint64_t size)
 	}
 	gm->regions[gm->nregions].gpa = gpa;
 	gm->regions[gm->nregions].size = size;
-	gm->regions[gm->nregions].fd_offset = gm->total;
+	gm->regions[gm->nregions].offset = gm->total;
 	gm->nregions++;
 	gm->total += size;
 	return 0;
@@ -36,34 +34,36 @@ static void gm_place(struct guest_memory *gm, uint8_t *base)
 {
 	gm->base = base;
 	for (unsigned int i = 0; i < gm->nregions; i++)
-		gm->regions[i].host = base + gm->regions[i].fd_offset;
+		gm->regions[i].host = base + gm->regions[i].offset;
 }
+
+/* Stage-2 (and NPT) block size that transparent huge pages let KVM use. */
+#define GM_HUGE_ALIGN (2ull << 20)
 
 int gm_alloc(struct guest_memory *gm)
 {
-	void *p;
-	int fd;
+	uint64_t len;
+	uint8_t *p, *base;
 
 	if (!gm->nregions || gm->base)
 		return -EINVAL;
-	fd = memfd_create("moat-guest-ram", MFD_CLOEXEC);
-	if (fd < 0)
+	/* Over-map by one block and trim, so the RAM starts on a 2 MiB boundary like its gpa. */
+	if (__builtin_add_overflow(gm->total, GM_HUGE_ALIGN, &len))
+		return -ENOMEM;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
 		return -errno;
-	if (ftruncate(fd, (off_t)gm->total) < 0) {
-		int err = -errno;
-		close(fd);
-		return err;
-	}
-	p = mmap(NULL, gm->total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
-	if (p == MAP_FAILED) {
-		int err = -errno;
-		close(fd);
-		return err;
-	}
+	base = (uint8_t *)(((uintptr_t)p + GM_HUGE_ALIGN - 1) & ~(uintptr_t)(GM_HUGE_ALIGN - 1));
+	if (base > p)
+		munmap(p, (size_t)(base - p));
+	if (p + len > base + gm->total)
+		munmap(base + gm->total, (size_t)(p + len - (base + gm->total)));
+	/* Advice only: without huge pages the guest still runs, with more faults. */
+	madvise(base, gm->total, MADV_HUGEPAGE);
 	/* Guest RAM should not end up in moat's core dumps. */
-	madvise(p, gm->total, MADV_DONTDUMP);
-	gm->fd = fd;
-	gm_place(gm, p);
+	madvise(base, gm->total, MADV_DONTDUMP);
+	gm->map_len = gm->total;
+	gm_place(gm, base);
 	return 0;
 }
 
@@ -72,16 +72,14 @@ int gm_attach(struct guest_memory *gm, void *buf, uint64_t len)
 	if (!gm->nregions || gm->base || len < gm->total)
 		return -EINVAL;
 	gm_place(gm, buf);
-	gm->fd = -1;
+	gm->map_len = 0;
 	return 0;
 }
 
 void gm_free(struct guest_memory *gm)
 {
-	if (gm->base && gm->fd >= 0)
-		munmap(gm->base, gm->total);
-	if (gm->fd >= 0)
-		close(gm->fd);
+	if (gm->base && gm->map_len)
+		munmap(gm->base, gm->map_len);
 	gm_init(gm);
 }
 
@@ -142,25 +140,6 @@ int gm_load_fd(const struct guest_memory *gm, uint64_t gpa, int fd, uint64_t off
 	if (!r || !gm->base)
 		return -EFAULT;
 	dst = r->host + (gpa - r->gpa);
-	if (gm->fd >= 0) {
-		/* Kernel-side copy into the memfd: spares a user page fault per 4 KiB page. */
-		loff_t in = (loff_t)off, out = (loff_t)(r->fd_offset + (gpa - r->gpa));
-		while (done < len) {
-			ssize_t n = copy_file_range(fd, &in, gm->fd, &out, len - done, 0);
-			if (n <= 0)
-				break;
-			done += (uint64_t)n;
-		}
-		/* Across file systems copy_file_range says EXDEV; sendfile still copies in the kernel. */
-		if (done < len && lseek(gm->fd, out, SEEK_SET) == out) {
-			while (done < len) {
-				ssize_t n = sendfile(gm->fd, fd, &in, len - done);
-				if (n <= 0)
-					break;
-				done += (uint64_t)n;
-			}
-		}
-	}
 	while (done < len) {
 		ssize_t n = pread(fd, dst + done, len - done, (off_t)(off + done));
 		if (n < 0 && errno == EINTR)

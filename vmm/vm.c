@@ -253,6 +253,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 	if (r)
 		return set_err(err, errlen, r, "KVM_SET_USER_MEMORY_REGION failed: %s; choose a smaller --memory",
 			    strerror(-r));
+	log_debug(&vm->log, "VM created, %llu MiB of guest RAM mapped", (unsigned long long)(cfg->mem_size >> 20));
 	r = arch_vm_init(vm, err, errlen);
 	if (r)
 		return r;
@@ -263,6 +264,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 	r = vm_add_virtio_devices(vm, err, errlen);
 	if (r)
 		return r;
+	log_debug(&vm->log, "devices added");
 	r = arch_load_guest(vm, err, errlen);
 	if (r)
 		return r;

@@ -74,22 +74,26 @@ Test(memory, region_layout_rules)
 	cr_assert_eq(gm_add_region(&g, UINT64_MAX - 10, 100), -EOVERFLOW);
 }
 
-Test(memory, memfd_allocation)
+Test(memory, allocation_is_zeroed_and_huge_page_aligned)
 {
 	struct guest_memory g;
 	uint8_t *p;
 
 	gm_init(&g);
-	cr_assert_eq(gm_add_region(&g, 0, 1 << 20), 0);
+	cr_assert_eq(gm_add_region(&g, 0, 3 << 20), 0);
 	cr_assert_eq(gm_add_region(&g, 4ull << 30, 1 << 20), 0);
 	cr_assert_eq(gm_alloc(&g), 0);
-	cr_assert_geq(g.fd, 0, "guest memory is a memfd so back ends can map it");
+	cr_assert_eq((uintptr_t)g.base % (2u << 20), 0, "RAM starts on a 2 MiB boundary so KVM can map huge blocks");
+	cr_assert_eq(g.map_len, 4 << 20);
 	p = gm_ptr(&g, 4ull << 30, 4096);
 	cr_assert_not_null(p);
+	cr_assert_eq(p[4095], 0);
 	p[0] = 1;
-	cr_assert_eq(g.regions[1].fd_offset, 1 << 20);
+	cr_assert_eq(g.regions[1].offset, 3 << 20);
+	cr_assert_eq(p, g.base + (3 << 20));
 	gm_free(&g);
-	cr_assert_eq(g.fd, -1);
+	cr_assert_null(g.base);
+	cr_assert_eq(g.map_len, 0);
 }
 
 Test(memory, parse_size_units)
