@@ -151,7 +151,8 @@ guest_run() {
 		merged=$(sed -n 's/.* \([0-9]*\) unmaps merged.*/\1/p' <<<"$st")
 		echo "$up $down ${misses:--} ${p50:--} ${p99:--} ${inval:--} ${merged:--}"
 	else
-		echo "fail exit $rc; $(tr -d '\r' <"$con" 2>/dev/null | grep -E 'FAIL|panic' | head -n 2 | tr '\n' ' ')$(tail -n 2 "$W/$v.err" | tr '\n' ' ')"
+		# The guest's last console lines too: a guest that crashed (a triple fault) says where only there.
+		echo "fail exit $rc; $(tr -d '\r' <"$con" 2>/dev/null | grep -E 'FAIL|panic' | head -n 2 | tr '\n' ' ')$(tail -n 2 "$W/$v.err" | tr '\n' ' '); console: $(tr -d '\r' <"$con" 2>/dev/null | tail -n 4 | tr '\n' '|')"
 	fi
 }
 
