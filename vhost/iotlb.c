@@ -95,10 +95,12 @@ static int send_msg(struct vhost_iotlb *t, uint8_t type, uint64_t iova, uint64_t
 	return n < 0 ? -errno : -EIO;
 }
 
-/* Write the held invalidations. inv_lock held. */
+/* Write the held invalidations (none if the back end lost its IOTLB meanwhile: nothing left to drop). inv_lock held. */
 static void flush_invalidations(struct vhost_iotlb *t)
 {
-	for (unsigned int i = 0; i < t->ninv; i++)
+	bool active = __atomic_load_n(&t->active, __ATOMIC_ACQUIRE);
+
+	for (unsigned int i = 0; i < t->ninv && active; i++)
 		if (!send_msg(t, VHOST_IOTLB_INVALIDATE, t->inv[i].iova, t->inv[i].end - t->inv[i].iova, 0, 0))
 			add(&t->c.invalidations, 1);
 	t->ninv = 0;
