@@ -17,12 +17,12 @@ echo "run-kvm-tests: this host has no usable /dev/kvm; running the host-KVM test
 "$REPO/tools/guest-images.sh" --arch x86_64 >/dev/null || { echo "run-kvm-tests: tools/guest-images.sh failed" >&2; exit 1; }
 # One test at a time: L1's kernel has oopsed when several test VMs were created at once under emulation.
 case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
-# An L1 kernel crash (run-l1 status 123) is the test bed's, not moat's: run the session once more, saying so.
-rc=0
-"$REPO/tools/testbed/run-l1.sh" --arch x86_64 -- "$BIN" -j1 "$@" || rc=$?
-if [ $rc = 123 ]; then
-	echo "run-kvm-tests: RETRY: the test bed's L1 kernel crashed (see above; not a moat failure); running the tests once more"
+# An L1 kernel crash (run-l1 status 123, mostly while L1 boots) is the test bed's, not moat's: run the
+# session again, up to twice, saying so.
+for attempt in 1 2 3; do
 	rc=0
 	"$REPO/tools/testbed/run-l1.sh" --arch x86_64 -- "$BIN" -j1 "$@" || rc=$?
-fi
+	[ $rc = 123 ] && [ $attempt -lt 3 ] || break
+	echo "run-kvm-tests: RETRY: the test bed's L1 kernel crashed (see above; not a moat failure); running the tests again (attempt $((attempt + 1)) of 3)"
+done
 exit $rc
