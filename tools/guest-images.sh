@@ -544,17 +544,9 @@ else
 	optional=(${ORDER[@]+"${ORDER[@]}"})
 	copy_modules "$R" "$R/etc/l1-modules.required" "${required[@]}"
 	copy_modules "$R" "$R/etc/l1-modules.optional" ${optional[@]+"${optional[@]}"}
-	if [ "$ARCH" = x86_64 ]; then
-	cat >"$R/init" <<'EOF'
-#!/bin/sh
-# Test-bed L1: load KVM, mount the host's root (virtio-fs, read-only), run one command in it, report its status.
-# ttyS0 carries this script's and the command's output; the kernel's console is on ttyS1.
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-exec </dev/null >/dev/ttyS0 2>&1
-
+	# What both arches' /init do first (sourced, after the console is set up): fatal(), the job path, the modules.
+	cat >"$R/etc/l1-init-common.sh" <<'EOF'
+# Sourced by the test-bed L1's /init.
 say() { echo "l1-init: $*"; }
 fatal() {
 	say "FATAL: $*"
@@ -583,6 +575,19 @@ done </etc/l1-modules.optional
 while read -r m; do
 	[ -n "$m" ] && say "warning: the kernel module $m is not in this kernel"
 done </etc/l1-modules.missing
+EOF
+	if [ "$ARCH" = x86_64 ]; then
+	cat >"$R/init" <<'EOF'
+#!/bin/sh
+# Test-bed L1: load KVM, mount the host's root (virtio-fs, read-only), run one command in it, report its status.
+# ttyS0 carries this script's and the command's output; the kernel's console is on ttyS1.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/null >/dev/ttyS0 2>&1
+
+. /etc/l1-init-common.sh
 [ -c /dev/kvm ] || fatal "/dev/kvm is missing after loading the KVM modules (does the emulated CPU offer SVM?)"
 
 mount -t virtiofs -o ro hostroot /host || fatal "cannot mount the host's root (virtio-fs tag hostroot)"
@@ -617,8 +622,7 @@ fi
 hostname moat-l1
 ip link set lo up 2>/dev/null || true
 
-# One idle VM for the whole session: KVM's first VM create and last VM destroy toggle static keys,
-# which under multi-threaded emulation occasionally oopses L1.
+# One idle VM for the whole session (see kvm-hold.c).
 chroot /host "$L1_KVM_HOLD" || fatal "$L1_KVM_HOLD could not create the idle KVM VM"
 
 echo "L1_CMD_START"
@@ -656,34 +660,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 exec </dev/null >/dev/ttyAMA0 2>&1
 
-say() { echo "l1-init: $*"; }
-fatal() {
-	say "FATAL: $*"
-	echo "L1_SETUP_FAILED"
-	poweroff -f
-	while :; do sleep 3600; done
-}
-
-job=
-for arg in $(cat /proc/cmdline); do
-	case $arg in
-	moat.l1job=*) job=${arg#moat.l1job=} ;;
-	esac
-done
-[ -n "$job" ] || fatal "no moat.l1job=PATH on the kernel command line"
-
-kver=$(uname -r)
-while read -r m; do
-	[ -n "$m" ] || continue
-	insmod "/lib/modules/$kver/$m" || fatal "cannot load the kernel module $m"
-done </etc/l1-modules.required
-while read -r m; do
-	[ -n "$m" ] || continue
-	insmod "/lib/modules/$kver/$m" || say "warning: cannot load the kernel module $m"
-done </etc/l1-modules.optional
-while read -r m; do
-	[ -n "$m" ] && say "warning: the kernel module $m is not in this kernel"
-done </etc/l1-modules.missing
+. /etc/l1-init-common.sh
 [ -c /dev/kvm ] || fatal "/dev/kvm is missing (does the emulated CPU offer EL2? QEMU needs virtualization=on)"
 
 mkdir -p /host
