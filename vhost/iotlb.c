@@ -159,8 +159,7 @@ static void on_unmapped(void *ctx, uint64_t iova, uint64_t len)
 		return;
 	pthread_mutex_lock(&t->inv_lock);
 	if (!t->batch_depth || end == UINT64_MAX) {
-		if (!send_msg(t, VHOST_IOTLB_INVALIDATE, iova, len, 0, 0))
-			add(&t->c.invalidations, 1);
+		vhost_iotlb_invalidate(t, iova, len);
 		pthread_mutex_unlock(&t->inv_lock);
 		return;
 	}
