@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "devices/net/tap.h"
+#include "devices/pci/pci.h"
 #include "devices/virtio/blk.h"
 #include "devices/virtio/iommu.h"
 #include "devices/virtio/net.h"
@@ -187,6 +188,38 @@ static void vhost_stats(void *p, char *buf, size_t len)
 static int vhost_start(void *p)
 {
 	return vhost_net_start(((struct vhost_holder *)p)->vn);
+}
+
+static const struct bus_ops ecam_ops = { .read = pci_ecam_read, .write = pci_ecam_write };
+static const struct bus_ops window_ops = { .read = pci_window_read, .write = pci_window_write };
+
+static void pci_host_free(void *p)
+{
+	pci_bus_fini(p);
+	free(p);
+}
+
+int vm_add_pci_host(struct vm *vm, uint64_t ecam_base, uint64_t ecam_size, uint64_t mmio_base, uint64_t mmio_size,
+		    void (*reset_request)(void *vm))
+{
+	struct pci_bus *bus = malloc(sizeof(*bus));
+	int r;
+
+	if (!bus)
+		return -ENOMEM;
+	pci_bus_init(bus, mmio_base, mmio_size);
+	bus->reset_request = reset_request;
+	bus->reset_ctx = vm;
+	r = vm_add_cleanup(vm, pci_host_free, bus);
+	if (r) {
+		pci_host_free(bus);
+		return r;
+	}
+	vm->pci = bus;
+	r = bus_register(&vm->mmio, ecam_base, ecam_size, &ecam_ops, bus, "pci-ecam");
+	if (!r)
+		r = bus_register(&vm->mmio, mmio_base, mmio_size, &window_ops, bus, "pci-window");
+	return r;
 }
 
 /* iotlb-prefetch= to the vhost IOTLB's mode; "on" and the default are the mode bench/net.sh chose (README). */

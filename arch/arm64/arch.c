@@ -17,6 +17,7 @@
 #include "devices/pci/pci.h"
 #include "devices/platform.h"
 #include "devices/serial.h"
+#include "vmm/devices.h"
 #include "vmm/vm.h"
 
 #define SZ_2M 0x200000ull
@@ -156,15 +157,6 @@ unsigned int arch_msi_default_routes(struct kvm_irq_routing_entry *out, unsigned
 	return 0;
 }
 
-static const struct bus_ops ecam_ops = { .read = pci_ecam_read, .write = pci_ecam_write };
-static const struct bus_ops window_ops = { .read = pci_window_read, .write = pci_window_write };
-
-static void pci_host_free(void *p)
-{
-	pci_bus_fini(p);
-	free(p);
-}
-
 static void pci_reset_request(void *ctx)
 {
 	vm_request_stop(ctx, VM_STOP_REBOOT, "the guest rebooted (PCI reset register)");
@@ -173,24 +165,8 @@ static void pci_reset_request(void *ctx)
 /* pci-host-ecam-generic: ECAM for bus 0 and one 32-bit memory window; no I/O space. */
 static int add_pci_host(struct vm *vm)
 {
-	struct pci_bus *bus = malloc(sizeof(*bus));
-	int r;
-
-	if (!bus)
-		return -ENOMEM;
-	pci_bus_init(bus, ARM64_PCI_MMIO_BASE, ARM64_PCI_MMIO_SIZE);
-	bus->reset_request = pci_reset_request;
-	bus->reset_ctx = vm;
-	r = vm_add_cleanup(vm, pci_host_free, bus);
-	if (r) {
-		pci_host_free(bus);
-		return r;
-	}
-	vm->pci = bus;
-	r = bus_register(&vm->mmio, ARM64_PCI_ECAM_BASE, ARM64_PCI_ECAM_SIZE, &ecam_ops, bus, "pci-ecam");
-	if (!r)
-		r = bus_register(&vm->mmio, ARM64_PCI_MMIO_BASE, ARM64_PCI_MMIO_SIZE, &window_ops, bus, "pci-window");
-	return r;
+	return vm_add_pci_host(vm, ARM64_PCI_ECAM_BASE, ARM64_PCI_ECAM_SIZE, ARM64_PCI_MMIO_BASE, ARM64_PCI_MMIO_SIZE,
+			       pci_reset_request);
 }
 
 int arch_add_devices(struct vm *vm, char *err, size_t errlen)

@@ -18,6 +18,7 @@
 #include "devices/pci/pci.h"
 #include "devices/platform.h"
 #include "devices/serial.h"
+#include "vmm/devices.h"
 #include "vmm/vm.h"
 
 static uint64_t low_ram_end(const struct vm *vm)
@@ -68,44 +69,20 @@ int arch_vm_init(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-static const struct bus_ops ecam_ops = { .read = pci_ecam_read, .write = pci_ecam_write };
 static const struct bus_ops cf8_ops = { .read = pci_cf8_read, .write = pci_cf8_write };
-static const struct bus_ops window_ops = { .read = pci_window_read, .write = pci_window_write };
 
 static void pci_reset_request(void *ctx)
 {
 	vm_request_stop(ctx, VM_STOP_REBOOT, "the guest rebooted (reset control register 0xcf9)");
 }
 
-static void pci_host_free(void *p)
-{
-	pci_bus_fini(p);
-	free(p);
-}
-
 /* The PCI host bridge: ECAM, the legacy config ports, and the memory window; devices join it later. */
 static int add_pci_host(struct vm *vm)
 {
-	struct pci_bus *bus = malloc(sizeof(*bus));
-	int r;
+	int r = vm_add_pci_host(vm, X86_PCI_ECAM_START, X86_PCI_ECAM_SIZE, X86_PCI_MMIO_START, X86_PCI_MMIO_SIZE,
+				pci_reset_request);
 
-	if (!bus)
-		return -ENOMEM;
-	pci_bus_init(bus, X86_PCI_MMIO_START, X86_PCI_MMIO_SIZE);
-	bus->reset_request = pci_reset_request;
-	bus->reset_ctx = vm;
-	r = vm_add_cleanup(vm, pci_host_free, bus);
-	if (r) {
-		pci_host_free(bus);
-		return r;
-	}
-	vm->pci = bus;
-	r = bus_register(&vm->mmio, X86_PCI_ECAM_START, X86_PCI_ECAM_SIZE, &ecam_ops, bus, "pci-ecam");
-	if (!r)
-		r = bus_register(&vm->pio, X86_PCI_CF8_PORT, 8, &cf8_ops, bus, "pci-cf8");
-	if (!r)
-		r = bus_register(&vm->mmio, X86_PCI_MMIO_START, X86_PCI_MMIO_SIZE, &window_ops, bus, "pci-window");
-	return r;
+	return r ? r : bus_register(&vm->pio, X86_PCI_CF8_PORT, 8, &cf8_ops, vm->pci, "pci-cf8");
 }
 
 unsigned int arch_msi_first_gsi(void)
