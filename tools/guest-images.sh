@@ -668,9 +668,10 @@ mount -t virtiofs -o ro hostroot /host || fatal "cannot mount the host's root (v
 [ -f "/host$job/env" ] || fatal "job file /host$job/env not found in the host's root"
 . "/host$job/env"
 [ -n "$L1_REPO" ] && [ -d "/host$L1_REPO" ] || fatal "repository '$L1_REPO' not visible in the host's root"
+# /tmp first: a repository under /tmp (a clone in /tmp/x) is then bound on top of it, not hidden by it.
+mount -t tmpfs -o mode=1777 tmpfs /tmp || fatal "cannot mount /tmp"
 mkdir -p "$L1_REPO" || fatal "cannot create $L1_REPO"
 mount --bind "/host$L1_REPO" "$L1_REPO" || fatal "cannot bind $L1_REPO"
-mount -t tmpfs -o mode=1777 tmpfs /tmp || fatal "cannot mount /tmp"
 mkdir -p /dev/pts /dev/shm /var/tmp /run
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts || fatal "cannot mount /dev/pts"
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm || fatal "cannot mount /dev/shm"
@@ -681,15 +682,8 @@ ln -sfn /proc/self/fd/2 /dev/stderr
 hostname moat-l1
 ip link set lo up 2>/dev/null || true
 
-# One idle VM for the whole session (see kvm-hold.c). Under emulation KVM's first VM creation has failed
-# once right after boot; try three times, saying so, before giving up.
-held=0
-for try in 1 2 3; do
-	if "$L1_KVM_HOLD"; then held=1; break; fi
-	echo "l1-init: $L1_KVM_HOLD could not create the idle KVM VM (try $try of 3)"
-	sleep 2
-done
-[ $held = 1 ] || fatal "$L1_KVM_HOLD could not create the idle KVM VM"
+# One idle VM for the whole session (see kvm-hold.c).
+"$L1_KVM_HOLD" || fatal "$L1_KVM_HOLD could not create the idle KVM VM"
 
 echo "L1_CMD_START"
 env -i HOME=/root USER=root LOGNAME=root TERM=dumb LANG=C \

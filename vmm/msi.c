@@ -121,7 +121,12 @@ int vm_msi_alloc(struct vm *vm, uint32_t devid, unsigned int *id)
 	rt->gsi = m->first_gsi + m->n;
 	rt->irqfd = fd;
 	rt->devid = devid;
-	/* Not connected until the guest routes it: what is written before then waits in the eventfd. */
+	/* moat's own devices never signal a masked vector (msix.c keeps it pending), so it stays connected. */
+	r = irqfd_connect(vm, rt);
+	if (r) {
+		close(fd);
+		goto out;
+	}
 	*id = m->n++;
 out:
 	pthread_mutex_unlock(&m->lock);
@@ -137,7 +142,7 @@ int vm_msi_connect_pending(struct vm *vm)
 	for (unsigned int i = 0; i < m->n && !r; i++) {
 		struct vm_msi_route *rt = &m->routes[i];
 
-		if (rt->irqfd_pending && rt->enabled)
+		if (rt->irqfd_pending && (rt->enabled || !rt->external))
 			r = irqfd_connect(vm, rt);
 	}
 	pthread_mutex_unlock(&m->lock);
@@ -162,13 +167,15 @@ int vm_msi_set(struct vm *vm, unsigned int id, uint64_t addr, uint32_t data, boo
 	log_debug(&vm->log, "MSI source %u (GSI %u, requester 0x%x): %s addr 0x%llx data 0x%x", id, rt->gsi, rt->devid,
 		  enable ? "routed" : "unrouted", (unsigned long long)addr, data);
 	/*
-	 * A back end that writes the irqfd itself (vhost) does not know about masking. So the irqfd is
-	 * connected only while the route exists: disconnected first when it goes (a write in between counts up
-	 * in the eventfd instead of reaching a GSI with no route and vanishing), connected again after the new
-	 * route is in, when KVM delivers what was written meanwhile. A masked vector's interrupt is so held
-	 * pending, not dropped.
+	 * A back end that writes the irqfd itself (vhost, vm_msi_irqfd) does not know about masking. So its
+	 * irqfd is connected only while the route exists: disconnected first when it goes (a write in between
+	 * counts up in the eventfd instead of reaching a GSI with no route and vanishing), connected again after
+	 * the new route is in, when KVM delivers what was written meanwhile. A masked vector's interrupt is so
+	 * held pending, not dropped. moat's own devices keep theirs connected: msix.c holds their pending bit.
 	 */
-	if (enable) {
+	if (!rt->external) {
+		r = commit(vm);
+	} else if (enable) {
 		r = commit(vm);
 		if (!r)
 			r = irqfd_connect(vm, rt);
@@ -193,5 +200,22 @@ int vm_msi_fire(struct vm *vm, unsigned int id)
 
 int vm_msi_irqfd(struct vm *vm, unsigned int id)
 {
-	return id < vm->msi.n ? vm->msi.routes[id].irqfd : -1;
+	struct vm_msi *m = &vm->msi;
+	struct vm_msi_route *rt;
+	int fd;
+
+	pthread_mutex_lock(&m->lock);
+	if (id >= m->n) {
+		pthread_mutex_unlock(&m->lock);
+		return -1;
+	}
+	rt = &m->routes[id];
+	rt->external = true;
+	/* From now on connected only while routed (vm_msi_set). */
+	if (!rt->enabled && irqfd_disconnect(vm, rt))
+		log_warn(&vm->log, "MSI source %u: cannot disconnect its irqfd; an interrupt while masked may be lost",
+			 id);
+	fd = rt->irqfd;
+	pthread_mutex_unlock(&m->lock);
+	return fd;
 }

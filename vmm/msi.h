@@ -25,7 +25,8 @@ struct vm_msi_route {
 	uint64_t addr;
 	uint32_t data;
 	uint32_t devid;      /* requester id, for arches whose MSI controller needs it */
-	bool connected;      /* the irqfd is registered in KVM (exactly while the route is enabled) */
+	bool connected;      /* the irqfd is registered in KVM */
+	bool external;       /* handed to a back end (vm_msi_irqfd): connected only while the route is enabled */
 	bool irqfd_pending;  /* enabled, but KVM_IRQFD waits for the irqchip (vm_msi_connect_pending) */
 };
 
@@ -41,9 +42,7 @@ void vm_msi_init(struct vm_msi *m, unsigned int first_gsi);
 void vm_msi_fini(struct vm_msi *m);
 
 /*
- * A new MSI source with its irqfd; *id is for vm_msi_set/vm_msi_fire. The irqfd is registered in KVM only
- * while the source has a route; a write to it meanwhile (a masked vector) stays pending in the eventfd and
- * is delivered when the route comes back. -errno.
+ * A new MSI source with its irqfd registered in KVM; *id is for vm_msi_set/vm_msi_fire. -errno.
  * Where KVM takes irqfds only once the irqchip is initialised (arm64's vGIC, after the vCPUs exist), the
  * registration waits for vm_msi_connect_pending(), which the arch calls then.
  */
@@ -55,7 +54,11 @@ int vm_msi_set(struct vm *vm, unsigned int id, uint64_t addr, uint32_t data, boo
 int vm_msi_fire(struct vm *vm, unsigned int id);
 /* Register the irqfds that had to wait for the irqchip. -errno. */
 int vm_msi_connect_pending(struct vm *vm) __attribute__((warn_unused_result));
-/* The irqfd of source id (for back ends that signal KVM directly, such as vhost). */
+/*
+ * The irqfd of source id, for a back end that signals KVM directly (vhost). From then on the irqfd is
+ * registered only while the source has a route; a write while it has none (a masked vector) stays pending in
+ * the eventfd and is delivered when the route comes back. -1 for a bad id.
+ */
 int vm_msi_irqfd(struct vm *vm, unsigned int id);
 
 /* Arch hook: the irqchip's default routes into out[0..max); returns how many. */
