@@ -80,6 +80,11 @@ $(BUILD)/bench/iommu-micro: bench/iommu_micro.c $(BUILD)/libmoat.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+# What one register write costs by kind of exit (bench/exitcost.c); run it where KVM can run a guest.
+$(BUILD)/bench/exitcost: bench/exitcost.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^
+
 deps:
 	@tools/install-deps.sh
 

@@ -3,7 +3,7 @@
 # virtio-net and through QEMU's userspace virtio-net (-netdev tap,vhost=off), same kernel, initramfs and
 # guest script, plus the ceiling of a veth pair between two network namespaces.
 #
-#   bench/net.sh [--arch x86_64] [--runs N] [--secs S] [--vmms "moat qemu"]
+#   bench/net.sh [--arch x86_64] [--runs N] [--secs S] [--vmms "moat qemu"] [--base MOAT_BINARY]
 #
 # VMM names: moat, qemu, and with an IOMMU: moat-iommu, qemu-iommu (the guest's default lazy unmap),
 # moat-iommu-strict, qemu-iommu-strict (iommu.strict=1). QEMU's IOMMU is -device virtio-iommu-pci with
@@ -12,6 +12,9 @@
 # without prefetch: moat-vhost-iommu-nopf, moat-vhost-iommu-strict-nopf, and with one prefetch mode forced
 # (iotlb-prefetch=sync or queue): moat-vhost-iommu[-strict]-sync, -queue. For moat behind the IOMMU with vhost,
 # the IOTLB misses per GiB moved and the miss-service latency (moat's exit report) are printed too.
+# --base: another moat build (say, the last commit's) to compare with in the same session: a VMM name
+# starting with "base" (base, base-iommu-strict, ...) runs it with the options of the same "moat" name, and
+# each moat row gets the median of its per-run ratios to that base row (runs of a pair are adjacent).
 #
 # Median of N interleaved runs (default 3) of S seconds (default 10) per direction. Everything happens in
 # network namespaces this script creates, and in ONE session: on this host if its KVM is hardware
@@ -26,13 +29,14 @@ VMMS="moat qemu"
 INNER=0
 EXTRA_MOAT=${MOAT_BENCH_NET_ARGS:-}
 
-usage() { echo "usage: $0 [--arch x86_64] [--runs N] [--secs S] [--vmms \"moat qemu\"]" >&2; exit 2; }
+usage() { echo "usage: $0 [--arch x86_64] [--runs N] [--secs S] [--vmms \"moat qemu\"] [--base MOAT_BINARY]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
 	--arch) [ $# -ge 2 ] || usage; ARCH=$2; shift 2 ;;
 	--runs) [ $# -ge 2 ] || usage; RUNS=$2; shift 2 ;;
 	--secs) [ $# -ge 2 ] || usage; SECS=$2; shift 2 ;;
 	--vmms) [ $# -ge 2 ] || usage; VMMS=$2; shift 2 ;;
+	--base) [ $# -ge 2 ] || usage; MOAT_BASE=$2; shift 2 ;;
 	--inner) INNER=1; shift ;;
 	-h|--help) usage ;;
 	*) echo "net.sh: unknown argument: $1" >&2; usage ;;
@@ -49,6 +53,14 @@ IMG=$REPO/build/guest/$ARCH
 BUILD_DIR=${BUILD:-build}
 [[ $BUILD_DIR == /* ]] || BUILD_DIR=$REPO/$BUILD_DIR
 export MOAT=${MOAT:-$BUILD_DIR/moat}
+if [ -n "${MOAT_BASE:-}" ]; then
+	[[ $MOAT_BASE == /* ]] || MOAT_BASE=$PWD/$MOAT_BASE
+	[ -x "$MOAT_BASE" ] || { echo "net.sh: --base $MOAT_BASE is not an executable moat" >&2; exit 2; }
+	export MOAT_BASE
+fi
+for v in $VMMS; do
+	[[ $v != base* ]] || [ -n "${MOAT_BASE:-}" ] || { echo "net.sh: VMM '$v' needs --base MOAT_BINARY" >&2; exit 2; }
+done
 export MOAT_BENCH_NET_ARGS=$EXTRA_MOAT
 
 if [ $INNER = 0 ]; then
@@ -107,9 +119,11 @@ guest_run() {
 	esac
 	case $v in *-strict|*-strict-*) cmdline="$cmdline iommu.strict=1" ;; esac
 	case $v in
-	moat*)
+	moat* | base*)
+		local bin=$MOAT
+		[[ $v != base* ]] || bin=$MOAT_BASE
 		# shellcheck disable=SC2086
-		"$MOAT" --kernel "$KERNEL" --initrd "$INITRD" --memory 512M --cmdline "$cmdline" \
+		"$bin" --kernel "$KERNEL" --initrd "$INITRD" --memory 512M --cmdline "$cmdline" \
 			--net "tap=auto,host-ip=$HOST_IP/24$netopt" ${moat_iommu[@]+"${moat_iommu[@]}"} --log-level info $EXTRA_MOAT \
 			--console "file:$con" --timeout 600 </dev/null 2>"$W/$v.err" &
 		pid=$!
@@ -180,7 +194,7 @@ stats() {
 		printf "%.0f %.0f %.0f %d\n", m, a[1], a[NR], NR }'
 }
 
-declare -A UP=() DOWN=() ERRS=() MPG=() P50=() P99=()
+declare -A UP=() DOWN=() ERRS=() MPG=() P50=() P99=() RUP=() RDOWN=() LAST_UP=() LAST_DOWN=()
 names=($VMMS veth)
 for v in "${names[@]}"; do UP[$v]=""; DOWN[$v]=""; ERRS[$v]=""; MPG[$v]=""; P50[$v]=""; P99[$v]=""; done
 echo "net.sh: kernel $(cat "$IMG/kernel-version"); $RUNS interleaved runs; iperf3 TCP ${SECS}s each way; Mbit/s"
@@ -204,6 +218,14 @@ for n in $(seq "$RUNS"); do
 			P99[$v]+="$p9 "
 			extra="  iotlb misses $mi ($mpg/GiB), service p50 <= $p5 us, p99 <= $p9 us; $inv INVALIDATEs, $mg UNMAPs merged into them"
 		fi
+		# Paired with its base build: the ratio of this run to the base run just before or after it.
+		LAST_UP[$v]=$u; LAST_DOWN[$v]=$d
+		b=${v/#moat/base}; m=${v/#base/moat}
+		if [[ $v == moat* || $v == base* ]] && [ "$b" != "$m" ] && [ -n "${LAST_UP[$b]:-}" ] && [ -n "${LAST_UP[$m]:-}" ]; then
+			RUP[$m]+="$(awk -v a="${LAST_UP[$m]}" -v b="${LAST_UP[$b]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }') "
+			RDOWN[$m]+="$(awk -v a="${LAST_DOWN[$m]}" -v b="${LAST_DOWN[$b]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }') "
+			unset "LAST_UP[$b]" "LAST_UP[$m]"
+		fi
 		printf '  run %d %-6s up %8s  down %8s%s\n' "$n" "$v" "$u" "$d" "$extra"
 	done
 done
@@ -224,7 +246,8 @@ for v in "${names[@]}"; do
 		printf '%-18s failed: %s\n' "$v" "${ERRS[$v]}"
 		continue
 	fi
-	peer=${v/moat/qemu}
+	peer=${v/#moat/qemu}
+	peer=${peer/#base/qemu}
 	peer=${peer%-nopf}
 	peer=${peer%-sync}
 	peer=${peer%-queue}
@@ -235,14 +258,19 @@ for v in "${names[@]}"; do
 	ru=-; rd=-; rm=-; rmd=-
 	[ "$qu" = - ] || ru=$(awk -v a="$mu" -v b="$qu" 'BEGIN { printf "%.2fx", a / b }')
 	[ "$qd" = - ] || rd=$(awk -v a="$md" -v b="$qd" 'BEGIN { printf "%.2fx", a / b }')
-	[[ $v != moat* ]] || [ "$bu" = - ] || rm=$(awk -v a="$mu" -v b="$bu" 'BEGIN { printf "%.2fx", a / b }')
-	[[ $v != moat* ]] || [ "$bd" = - ] || rmd=$(awk -v a="$md" -v b="$bd" 'BEGIN { printf "%.2fx", a / b }')
+	[[ $v == qemu* ]] || [ "$bu" = - ] || rm=$(awk -v a="$mu" -v b="$bu" 'BEGIN { printf "%.2fx", a / b }')
+	[[ $v == qemu* ]] || [ "$bd" = - ] || rmd=$(awk -v a="$md" -v b="$bd" 'BEGIN { printf "%.2fx", a / b }')
 	extra=
 	if [ -n "${MPG[$v]// /}" ]; then
 		read -r mm _ <<<"$(stats "${MPG[$v]}")"
 		read -r m5 _ <<<"$(stats "${P50[$v]}")"
 		read -r m9 _ <<<"$(stats "${P99[$v]}")"
 		extra="  iotlb: $mm misses/GiB, miss service p50 <= ${m5} us, p99 <= ${m9} us (medians of runs)"
+	fi
+	if [ -n "${RUP[$v]// /}" ]; then
+		pu=$(printf '%s\n' ${RUP[$v]} | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
+		pd=$(printf '%s\n' ${RDOWN[$v]} | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
+		extra="$extra  vs base (median of paired runs): up ${pu}x, down ${pd}x [up: ${RUP[$v]% }; down: ${RDOWN[$v]% }]"
 	fi
 	printf '%-30s %10s %10s %12s %12s %12s %12s%s\n' "$v" "$mu" "$md" "$ru" "$rd" "$rm" "$rmd" "$extra"
 done

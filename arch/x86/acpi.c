@@ -121,6 +121,13 @@ static int build_dsdt_aml(struct aml *a, const struct acpi_config *cfg)
 							   .flags = AML_ADDR_MIN_FIXED | AML_ADDR_MAX_FIXED,
 							   .min = 0, .max = 0, .length = 1 });
 		aml_io(a, true, cfg->pci_cf8_port, cfg->pci_cf8_port, 1, 8);
+		if (cfg->pci_io_size)
+			aml_word_addr(a, &(struct aml_addr_space){ .type = AML_ADDR_IO,
+								   .flags = AML_ADDR_MIN_FIXED | AML_ADDR_MAX_FIXED,
+								   .type_flags = AML_IO_ENTIRE_RANGE,
+								   .min = cfg->pci_io_base,
+								   .max = (uint32_t)cfg->pci_io_base + cfg->pci_io_size - 1,
+								   .length = cfg->pci_io_size });
 		aml_dword_addr(a, &(struct aml_addr_space){ .type = AML_ADDR_MEMORY,
 							    .flags = AML_ADDR_MIN_FIXED | AML_ADDR_MAX_FIXED,
 							    .type_flags = AML_MEM_RW | AML_MEM_NONCACHEABLE,
@@ -425,5 +432,7 @@ struct acpi_config acpi_platform_config(unsigned int ncpus)
 		.pci_mmio_base = (uint32_t)X86_PCI_MMIO_START,
 		.pci_mmio_size = (uint32_t)X86_PCI_MMIO_SIZE,
 		.pci_cf8_port = X86_PCI_CF8_PORT,
+		.pci_io_base = X86_PCI_IO_START,
+		.pci_io_size = X86_PCI_IO_SIZE,
 	};
 }

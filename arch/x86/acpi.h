@@ -25,6 +25,8 @@ struct acpi_config {
 	uint32_t pci_mmio_base;  /* the bridge's 32-bit memory window */
 	uint32_t pci_mmio_size;
 	uint16_t pci_cf8_port;   /* legacy config ports 0xcf8-0xcff, consumed by the bridge */
+	uint16_t pci_io_base;    /* the bridge's I/O window for I/O BARs; pci_io_size 0: none */
+	uint16_t pci_io_size;
 	/*
 	 * virtio-iommu (VIOT table): the IOMMU's PCI function, and the functions translated by it as
 	 * ranges of BDFs on segment 0 whose endpoint ids are their BDFs. viot_nranges 0: no VIOT.

@@ -70,19 +70,26 @@ int arch_vm_init(struct vm *vm, char *err, size_t errlen)
 }
 
 static const struct bus_ops cf8_ops = { .read = pci_cf8_read, .write = pci_cf8_write };
+static const struct bus_ops pci_io_ops = { .read = pci_io_read, .write = pci_io_write };
 
 static void pci_reset_request(void *ctx)
 {
 	vm_request_stop(ctx, VM_STOP_REBOOT, "the guest rebooted (reset control register 0xcf9)");
 }
 
-/* The PCI host bridge: ECAM, the legacy config ports, and the memory window; devices join it later. */
+/* The PCI host bridge: ECAM, the legacy config ports, the memory and I/O windows; devices join it later. */
 static int add_pci_host(struct vm *vm)
 {
 	int r = vm_add_pci_host(vm, X86_PCI_ECAM_START, X86_PCI_ECAM_SIZE, X86_PCI_MMIO_START, X86_PCI_MMIO_SIZE,
 				pci_reset_request);
 
-	return r ? r : bus_register(&vm->pio, X86_PCI_CF8_PORT, 8, &cf8_ops, vm->pci, "pci-cf8");
+	if (!r)
+		r = bus_register(&vm->pio, X86_PCI_CF8_PORT, 8, &cf8_ops, vm->pci, "pci-cf8");
+	if (!r) {
+		pci_bus_set_io_window(vm->pci, X86_PCI_IO_START, X86_PCI_IO_SIZE);
+		r = bus_register(&vm->pio, X86_PCI_IO_START, X86_PCI_IO_SIZE, &pci_io_ops, vm->pci, "pci-io");
+	}
+	return r;
 }
 
 unsigned int arch_msi_first_gsi(void)

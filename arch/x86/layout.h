@@ -24,6 +24,8 @@
 #define X86_PCI_ECAM_START  0xe0000000ull /* ECAM for bus 0: 1 MiB */
 #define X86_PCI_ECAM_SIZE   0x100000ull
 #define X86_PCI_CF8_PORT    0xcf8
+#define X86_PCI_IO_START    0x1000        /* the PCI host bridge's I/O window (I/O BARs): 4 Ki ports */
+#define X86_PCI_IO_SIZE     0x1000
 #define X86_MSI_FIRST_GSI   24            /* GSIs 0-23 are the IOAPIC's pins */
 #define X86_TSS_ADDR        0xfffbd000ull
 #define X86_IDENTITY_MAP    0xfffbc000ull

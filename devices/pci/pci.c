@@ -34,7 +34,8 @@ void pci_device_init(struct pci_device *pd, uint16_t vendor, uint16_t device, ui
 	pci_cfg_set(pd, PCI_CLASS_PROG, class_code, 3);
 	pci_cfg_set(pd, PCI_SUBSYSTEM_VENDOR_ID, subsys_vendor, 2);
 	pci_cfg_set(pd, PCI_SUBSYSTEM_ID, subsys_id, 2);
-	/* Memory decoding, bus mastering and INTx disable are the guest's; there is no I/O space and no INTx pin. */
+	/* Memory decoding, bus mastering and INTx disable are the guest's (I/O decoding too once an I/O BAR is
+	 * added); there is no INTx pin. */
 	pci_wmask_set(pd, PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE, 2);
 	pci_wmask_set(pd, PCI_INTERRUPT_LINE, 0xff, 1);
 	pci_wmask_set(pd, 0x0c, 0xff, 1); /* cache line size: scratch for the guest */
@@ -50,6 +51,17 @@ int pci_device_add_bar(struct pci_device *pd, unsigned int bar, uint64_t size, b
 		return -EINVAL;
 	pd->bar[bar].size = size;
 	pd->bar[bar].is64 = is64;
+	return 0;
+}
+
+int pci_device_add_io_bar(struct pci_device *pd, unsigned int bar, uint32_t size)
+{
+	if (bar >= PCI_NUM_BARS || size < 4 || size > PCI_IO_BAR_MAX || (size & (size - 1)) || pd->bar[bar].size ||
+	    (bar > 0 && pd->bar[bar - 1].is64))
+		return -EINVAL;
+	pd->bar[bar].size = size;
+	pd->bar[bar].io = true;
+	pd->wmask[PCI_COMMAND] |= PCI_COMMAND_IO;
 	return 0;
 }
 
@@ -78,6 +90,8 @@ static uint32_t bar_reg(const struct pci_device *pd, unsigned int i)
 {
 	const struct pci_bar *b = &pd->bar[i];
 
+	if (b->size && b->io)
+		return (uint32_t)b->addr | PCI_BAR_IO;
 	if (b->size)
 		return (uint32_t)b->addr | (b->is64 ? PCI_BAR_MEM_64 : 0);
 	if (i > 0 && pd->bar[i - 1].is64)
@@ -89,11 +103,14 @@ static bool bar_decodes(const struct pci_bus *bus, const struct pci_device *pd, 
 {
 	uint64_t end;
 
-	if (!b->size || !(pci_cfg_get(pd, PCI_COMMAND, 2) & PCI_COMMAND_MEMORY) || !b->addr)
+	if (!b->size || !b->addr ||
+	    !(pci_cfg_get(pd, PCI_COMMAND, 2) & (b->io ? PCI_COMMAND_IO : PCI_COMMAND_MEMORY)))
 		return false;
 	/* Only addresses inside the bridge's window reach the bus; anything else the guest picked decodes nowhere. */
 	if (__builtin_add_overflow(b->addr, b->size, &end))
 		return false;
+	if (b->io)
+		return b->addr >= bus->io_base && end <= (uint64_t)bus->io_base + bus->io_size;
 	return b->addr >= bus->mmio_base && end <= bus->mmio_base + bus->mmio_size;
 }
 
@@ -139,8 +156,12 @@ static void bar_reg_write(struct pci_device *pd, unsigned int i, uint32_t val)
 
 	if (b->size) {
 		bar_unmap(pd, i);
-		/* Low address bits below the size read back as zero: that is how the guest sizes a BAR. */
-		b->addr = ((b->addr & ~0xffffffffull) | (val & 0xfffffff0u)) & ~(b->size - 1);
+		/* Low address bits below the size read back as zero: that is how the guest sizes a BAR. An I/O BAR
+		 * decodes 16 address bits, as on x86: the upper half reads back as zero. */
+		if (b->io)
+			b->addr = val & 0xfffcu & ~(b->size - 1);
+		else
+			b->addr = ((b->addr & ~0xffffffffull) | (val & 0xfffffff0u)) & ~(b->size - 1);
 	} else if (i > 0 && pd->bar[i - 1].is64) {
 		struct pci_bar *lo = &pd->bar[i - 1];
 
@@ -175,7 +196,7 @@ static void device_config_write(struct pci_device *pd, uint32_t off, const uint8
 		pd->cfg[a] = (uint8_t)((pd->cfg[a] & ~m) | (data[a - off] & m));
 	}
 	if (first < PCI_COMMAND + 2 && end > PCI_COMMAND &&
-	    ((pci_cfg_get(pd, PCI_COMMAND, 2) ^ cmd_before) & PCI_COMMAND_MEMORY))
+	    ((pci_cfg_get(pd, PCI_COMMAND, 2) ^ cmd_before) & (PCI_COMMAND_MEMORY | PCI_COMMAND_IO)))
 		bars_update(pd);
 	if (pd->ops && pd->ops->config_written)
 		pd->ops->config_written(pd, off, size);
@@ -204,47 +225,64 @@ void pci_bus_init(struct pci_bus *bus, uint64_t mmio_base, uint64_t mmio_size)
 	bus->mmio_size = mmio_size;
 }
 
+void pci_bus_set_io_window(struct pci_bus *bus, uint32_t base, uint32_t size)
+{
+	bus->io_base = bus->io_next = base;
+	bus->io_size = size;
+}
+
 void pci_bus_fini(struct pci_bus *bus)
 {
 	pthread_mutex_destroy(&bus->cfg_lock);
 	pthread_rwlock_destroy(&bus->bar_lock);
 }
 
+/* Place every BAR of one kind (I/O or memory) from *next, naturally aligned, inside [*next, end); -ENOSPC. */
+static int place_bars(struct pci_device *pd, bool io, uint64_t *next, uint64_t end, bool commit)
+{
+	uint64_t at = *next;
+
+	for (unsigned int i = 0; i < PCI_NUM_BARS; i++) {
+		uint64_t size = pd->bar[i].size;
+
+		if (!size || pd->bar[i].io != io)
+			continue;
+		at = (at + size - 1) & ~(size - 1);
+		if (at < *next || at > end || end - at < size)
+			return -ENOSPC;
+		if (commit)
+			pd->bar[i].addr = at;
+		at += size;
+	}
+	if (commit)
+		*next = at;
+	return 0;
+}
+
 int pci_bus_add(struct pci_bus *bus, struct pci_device *pd)
 {
-	uint64_t next = bus->mmio_next, end = bus->mmio_base + bus->mmio_size;
+	uint64_t mmio_next = bus->mmio_next, io_next = bus->io_next;
+	uint64_t mmio_end = bus->mmio_base + bus->mmio_size, io_end = (uint64_t)bus->io_base + bus->io_size;
+	uint16_t cmd = PCI_COMMAND_MEMORY;
 	unsigned int slot;
 
 	for (slot = 1; slot < PCI_MAX_DEVICES && bus->devs[slot]; slot++)
 		;
 	if (slot >= PCI_MAX_DEVICES)
 		return -ENOSPC;
-	/* Natural alignment for every BAR, in the order of the BARs. */
-	for (unsigned int i = 0; i < PCI_NUM_BARS; i++) {
-		uint64_t size = pd->bar[i].size;
-
-		if (!size)
-			continue;
-		next = (next + size - 1) & ~(size - 1);
-		if (next < bus->mmio_next || next > end || end - next < size)
-			return -ENOSPC;
-		next += size;
-	}
-	next = bus->mmio_next;
-	for (unsigned int i = 0; i < PCI_NUM_BARS; i++) {
-		uint64_t size = pd->bar[i].size;
-
-		if (!size)
-			continue;
-		next = (next + size - 1) & ~(size - 1);
-		pd->bar[i].addr = next;
-		next += size;
-	}
-	bus->mmio_next = next;
+	/* Natural alignment for every BAR, in the order of the BARs; nothing changes unless all fit. */
+	if (place_bars(pd, false, &mmio_next, mmio_end, false) || place_bars(pd, true, &io_next, io_end, false))
+		return -ENOSPC;
+	(void)place_bars(pd, false, &bus->mmio_next, mmio_end, true);
+	(void)place_bars(pd, true, &io_next, io_end, true);
+	bus->io_next = (uint32_t)io_next;
+	for (unsigned int i = 0; i < PCI_NUM_BARS; i++)
+		if (pd->bar[i].size && pd->bar[i].io)
+			cmd |= PCI_COMMAND_IO;
 	pd->slot = slot;
 	pd->bus = bus;
 	/* As firmware would leave it: BARs assigned and decoding, so the guest may keep the placement. */
-	pci_cfg_set(pd, PCI_COMMAND, pci_cfg_get(pd, PCI_COMMAND, 2) | PCI_COMMAND_MEMORY, 2);
+	pci_cfg_set(pd, PCI_COMMAND, pci_cfg_get(pd, PCI_COMMAND, 2) | cmd, 2);
 	bus->devs[slot] = pd;
 	pthread_mutex_lock(&bus->cfg_lock);
 	bars_update(pd);
@@ -364,8 +402,8 @@ void pci_cf8_write(void *opaque, uint64_t off, const void *data, unsigned int si
 		pci_config_write(bus, slot, fn, reg, data, size);
 }
 
-/* The BAR that decodes [addr, addr+size) right now; bar_lock held for reading. */
-static struct pci_device *bar_lookup(struct pci_bus *bus, uint64_t addr, unsigned int size, unsigned int *bar,
+/* The BAR of one kind (I/O or memory) that decodes [addr, addr+size) right now; bar_lock held for reading. */
+static struct pci_device *bar_lookup(struct pci_bus *bus, bool io, uint64_t addr, unsigned int size, unsigned int *bar,
 				     uint64_t *off)
 {
 	for (unsigned int s = 0; s < PCI_MAX_DEVICES; s++) {
@@ -376,7 +414,8 @@ static struct pci_device *bar_lookup(struct pci_bus *bus, uint64_t addr, unsigne
 		for (unsigned int i = 0; i < PCI_NUM_BARS; i++) {
 			const struct pci_bar *b = &pd->bar[i];
 
-			if (b->mapped && addr >= b->addr && addr - b->addr <= b->size - size) {
+			if (b->mapped && b->io == io && addr >= b->addr && size <= b->size &&
+			    addr - b->addr <= b->size - size) {
 				*bar = i;
 				*off = addr - b->addr;
 				return pd;
@@ -386,15 +425,14 @@ static struct pci_device *bar_lookup(struct pci_bus *bus, uint64_t addr, unsigne
 	return NULL;
 }
 
-void pci_window_read(void *opaque, uint64_t off, void *data, unsigned int size)
+static void window_read(struct pci_bus *bus, bool io, uint64_t addr, void *data, unsigned int size)
 {
-	struct pci_bus *bus = opaque;
 	struct pci_device *pd;
 	unsigned int bar;
 	uint64_t boff;
 
 	pthread_rwlock_rdlock(&bus->bar_lock);
-	pd = bar_lookup(bus, bus->mmio_base + off, size, &bar, &boff);
+	pd = bar_lookup(bus, io, addr, size, &bar, &boff);
 	if (pd)
 		pd->ops->bar_read(pd, bar, boff, data, size);
 	else
@@ -402,16 +440,43 @@ void pci_window_read(void *opaque, uint64_t off, void *data, unsigned int size)
 	pthread_rwlock_unlock(&bus->bar_lock);
 }
 
-void pci_window_write(void *opaque, uint64_t off, const void *data, unsigned int size)
+static void window_write(struct pci_bus *bus, bool io, uint64_t addr, const void *data, unsigned int size)
 {
-	struct pci_bus *bus = opaque;
 	struct pci_device *pd;
 	unsigned int bar;
 	uint64_t boff;
 
 	pthread_rwlock_rdlock(&bus->bar_lock);
-	pd = bar_lookup(bus, bus->mmio_base + off, size, &bar, &boff);
+	pd = bar_lookup(bus, io, addr, size, &bar, &boff);
 	if (pd)
 		pd->ops->bar_write(pd, bar, boff, data, size);
 	pthread_rwlock_unlock(&bus->bar_lock);
+}
+
+void pci_window_read(void *opaque, uint64_t off, void *data, unsigned int size)
+{
+	struct pci_bus *bus = opaque;
+
+	window_read(bus, false, bus->mmio_base + off, data, size);
+}
+
+void pci_window_write(void *opaque, uint64_t off, const void *data, unsigned int size)
+{
+	struct pci_bus *bus = opaque;
+
+	window_write(bus, false, bus->mmio_base + off, data, size);
+}
+
+void pci_io_read(void *opaque, uint64_t off, void *data, unsigned int size)
+{
+	struct pci_bus *bus = opaque;
+
+	window_read(bus, true, bus->io_base + off, data, size);
+}
+
+void pci_io_write(void *opaque, uint64_t off, const void *data, unsigned int size)
+{
+	struct pci_bus *bus = opaque;
+
+	window_write(bus, true, bus->io_base + off, data, size);
 }

@@ -325,6 +325,15 @@ static void bar0_read(struct virtio_pci *vp, uint64_t off, void *data, unsigned 
 	}
 }
 
+/* A queue notification that reached moat: the device serves kicks inline, or KVM's ioeventfd did not take it. */
+static void queue_kick(struct virtio_pci *vp, unsigned int q)
+{
+	if (vp->dev->ops->notify_inline)
+		virtio_queue_notify(vp->dev, q);
+	else
+		virtio_worker_kick(&vp->worker, q);
+}
+
 static void bar0_write(struct virtio_pci *vp, uint64_t off, const void *data, unsigned int size)
 {
 	uint32_t v = 0;
@@ -344,13 +353,7 @@ static void bar0_write(struct virtio_pci *vp, uint64_t off, const void *data, un
 		if (vp->dev->ops->config_write)
 			(void)vp->dev->ops->config_write(vp->dev, (uint32_t)(off - VPCI_DEVCFG_OFF), data, size);
 	} else if (off >= VPCI_NOTIFY_OFF && off < VPCI_NOTIFY_OFF + VPCI_NOTIFY_MULT * vp->dev->nqueues) {
-		unsigned int q = (unsigned int)(off - VPCI_NOTIFY_OFF) / VPCI_NOTIFY_MULT;
-
-		/* Reaches moat when the device serves kicks inline, or KVM's ioeventfd did not take it. */
-		if (vp->dev->ops->notify_inline)
-			virtio_queue_notify(vp->dev, q);
-		else
-			virtio_worker_kick(&vp->worker, q);
+		queue_kick(vp, (unsigned int)(off - VPCI_NOTIFY_OFF) / VPCI_NOTIFY_MULT);
 	} else if (off >= VPCI_MSIX_TABLE_OFF && off < VPCI_MSIX_PBA_OFF) {
 		msix_table_write(&vp->msix, off - VPCI_MSIX_TABLE_OFF, data, size);
 	}
@@ -360,6 +363,10 @@ static void vp_bar_read(struct pci_device *pd, unsigned int bar, uint64_t off, v
 {
 	struct virtio_pci *vp = vp_of(pd);
 
+	if (bar == VPCI_IO_BAR) {
+		memset(data, 0, size); /* the notify structure is write-only */
+		return;
+	}
 	pthread_mutex_lock(&vp->dev->lock);
 	bar0_read(vp, off, data, size);
 	pthread_mutex_unlock(&vp->dev->lock);
@@ -370,39 +377,48 @@ static void vp_bar_write(struct pci_device *pd, unsigned int bar, uint64_t off, 
 	struct virtio_pci *vp = vp_of(pd);
 
 	pthread_mutex_lock(&vp->dev->lock);
-	bar0_write(vp, off, data, size);
+	if (bar == VPCI_IO_BAR) {
+		/* GUEST: off < the BAR size (the bus checked); only a queue's own port counts. */
+		if (!(off % VPCI_IO_NOTIFY_MULT) && off / VPCI_IO_NOTIFY_MULT < vp->dev->nqueues)
+			queue_kick(vp, (unsigned int)(off / VPCI_IO_NOTIFY_MULT));
+	} else {
+		bar0_write(vp, off, data, size);
+	}
 	pthread_mutex_unlock(&vp->dev->lock);
 }
 
-/* Queue notify addresses follow the BAR: KVM signals the kick eventfds without an exit. */
-static void set_ioeventfds(struct virtio_pci *vp, uint64_t base, bool assign)
+/* Queue notify addresses follow the BARs: KVM signals the kick eventfds without an exit to moat. */
+static void set_ioeventfds(struct virtio_pci *vp, uint64_t base, bool io, bool assign)
 {
 	if (vp->dev->ops->notify_inline)
 		return; /* kicks exit to the vCPU thread on purpose */
 	for (unsigned int q = 0; q < vp->dev->nqueues; q++) {
-		struct kvm_ioeventfd io = {
-			.addr = base + VPCI_NOTIFY_OFF + VPCI_NOTIFY_MULT * q,
+		struct kvm_ioeventfd ev = {
+			.addr = io ? base + VPCI_IO_NOTIFY_MULT * q : base + VPCI_NOTIFY_OFF + VPCI_NOTIFY_MULT * q,
 			.len = 2,
 			.fd = vp->worker.kick_fd[q],
-			.flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN,
+			.flags = (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN) | (io ? KVM_IOEVENTFD_FLAG_PIO : 0),
 		};
-		if (ioctl(vp->vm->vm_fd, KVM_IOEVENTFD, &io) < 0)
-			log_warn(&vp->vm->log, "virtio-%s: cannot %s the queue %u ioeventfd: %s (kicks take the slow path)",
-				 vp->dev->ops->name, assign ? "register" : "remove", q, strerror(errno));
+		if (ioctl(vp->vm->vm_fd, KVM_IOEVENTFD, &ev) < 0)
+			log_warn(&vp->vm->log, "virtio-%s: cannot %s the queue %u %s ioeventfd: %s (kicks take the slow path)",
+				 vp->dev->ops->name, assign ? "register" : "remove", q, io ? "port" : "MMIO",
+				 strerror(errno));
 	}
 }
 
 static void vp_bar_mapped(struct pci_device *pd, unsigned int bar, uint64_t addr, bool mapped)
 {
 	struct virtio_pci *vp = vp_of(pd);
+	bool io = bar == VPCI_IO_BAR;
+	uint64_t *at = io ? &vp->notify_port : &vp->notify_base;
 
 	pthread_mutex_lock(&vp->dev->lock);
-	if (vp->notify_base)
-		set_ioeventfds(vp, vp->notify_base, false);
-	vp->notify_base = 0;
+	if (*at)
+		set_ioeventfds(vp, *at, io, false);
+	*at = 0;
 	if (mapped) {
-		set_ioeventfds(vp, addr, true);
-		vp->notify_base = addr;
+		set_ioeventfds(vp, addr, io, true);
+		*at = addr;
 	}
 	pthread_mutex_unlock(&vp->dev->lock);
 }
@@ -463,15 +479,15 @@ static const struct pci_device_ops vp_pci_ops = {
 /* ------------------------------------------------------------------ construction */
 
 /* struct virtio_pci_cap after cap_vndr/cap_next: cap_len, cfg_type, bar, id, padding[2], offset, length. */
-static int add_virtio_cap(struct pci_device *pd, uint8_t type, uint32_t off, uint32_t len, const void *extra,
-			  unsigned int extra_len)
+static int add_virtio_cap(struct pci_device *pd, uint8_t type, uint8_t bar, uint32_t off, uint32_t len,
+			  const void *extra, unsigned int extra_len)
 {
 	uint8_t body[18 + 4] = { 0 };
 	unsigned int cap_len = 16 + extra_len;
 
 	body[0] = (uint8_t)cap_len;
 	body[1] = type;
-	body[2] = 0; /* BAR 0 */
+	body[2] = bar;
 	memcpy(&body[6], &off, 4);
 	memcpy(&body[10], &len, 4);
 	if (extra_len)
@@ -549,16 +565,26 @@ int virtio_pci_add(struct vm *vm, struct virtio_dev *dev, void (*free_dev)(void 
 	pci_device_init(&vp->pci, VIRTIO_PCI_VENDOR, (uint16_t)(VIRTIO_PCI_DEVICE_BASE + dev->device_id),
 			class_of(dev->device_id), 1, VIRTIO_PCI_VENDOR, (uint16_t)dev->device_id, &vp_pci_ops, vp);
 	r = pci_device_add_bar(&vp->pci, 0, VPCI_BAR_SIZE, true);
-	if (!r && (r = add_virtio_cap(&vp->pci, VIRTIO_PCI_CAP_COMMON_CFG, VPCI_COMMON_OFF, VPCI_COMMON_LEN, NULL,
+	if (!r && (r = add_virtio_cap(&vp->pci, VIRTIO_PCI_CAP_COMMON_CFG, 0, VPCI_COMMON_OFF, VPCI_COMMON_LEN, NULL,
 				      0)) > 0)
-		r = add_virtio_cap(&vp->pci, VIRTIO_PCI_CAP_ISR_CFG, VPCI_ISR_OFF, VPCI_ISR_LEN, NULL, 0);
+		r = add_virtio_cap(&vp->pci, VIRTIO_PCI_CAP_ISR_CFG, 0, VPCI_ISR_OFF, VPCI_ISR_LEN, NULL, 0);
 	if (r > 0)
-		r = add_virtio_cap(&vp->pci, VIRTIO_PCI_CAP_DEVICE_CFG, VPCI_DEVCFG_OFF, VPCI_DEVCFG_LEN, NULL, 0);
+		r = add_virtio_cap(&vp->pci, VIRTIO_PCI_CAP_DEVICE_CFG, 0, VPCI_DEVCFG_OFF, VPCI_DEVCFG_LEN, NULL, 0);
+	/* Drivers use the first notify structure they can map (Linux does): the port one, where there is one. */
+	if (r > 0 && vm->pci->io_size) {
+		uint32_t io_len = VPCI_IO_NOTIFY_MULT * dev->nqueues, io_size = 4, io_mult = VPCI_IO_NOTIFY_MULT;
+
+		while (io_size < io_len)
+			io_size *= 2;
+		r = pci_device_add_io_bar(&vp->pci, VPCI_IO_BAR, io_size);
+		if (!r)
+			r = add_virtio_cap(&vp->pci, VIRTIO_PCI_CAP_NOTIFY_CFG, VPCI_IO_BAR, 0, io_len, &io_mult, 4);
+	}
 	if (r > 0)
-		r = add_virtio_cap(&vp->pci, VIRTIO_PCI_CAP_NOTIFY_CFG, VPCI_NOTIFY_OFF,
-				   VPCI_NOTIFY_MULT * dev->nqueues, &mult, 4);
+		r = add_virtio_cap(&vp->pci, VIRTIO_PCI_CAP_NOTIFY_CFG, 0, VPCI_NOTIFY_OFF, VPCI_NOTIFY_MULT * dev->nqueues,
+				   &mult, 4);
 	if (r > 0) {
-		off = add_virtio_cap(&vp->pci, VIRTIO_PCI_CAP_PCI_CFG, 0, 0, &zero, 4);
+		off = add_virtio_cap(&vp->pci, VIRTIO_PCI_CAP_PCI_CFG, 0, 0, 0, &zero, 4);
 		r = off;
 		if (off > 0) {
 			vp->pcicfg_cap = (uint8_t)off;

@@ -105,6 +105,11 @@ for s in 'DRIVER=virtio_net' PING_HOST_OK IPERF_UP_MBPS= IPERF_DOWN_MBPS= HOST_S
 	grep -q "$s" "$W/console" || fail+=("console lacks '$s'")
 done
 check_iommu "$W/console" "$W/err"
+# x86: the guest's virtio driver must kick through the I/O-port notify structure moat lists first.
+if [ "$(uname -m)" = x86_64 ]; then
+	tr -d '\r' <"$W/console" | grep -qE '^NET_NOTIFY_PORTS=[1-9]' ||
+		fail+=("the guest's virtio driver claimed no I/O-port notify range (NET_NOTIFY_PORTS)")
+fi
 # xfer: each side's count and hash of what it sent must be what the other side counted and hashed.
 if [ "$XFER" -gt 0 ]; then
 	up_sent=$(tr -d '\r' <"$W/console" | sed -n 's/^XFER_UP NETXFER sent=\([0-9]*\) sum=\([0-9a-f]*\).*/\1 \2/p')

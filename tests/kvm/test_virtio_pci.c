@@ -3,8 +3,12 @@
  * driver (tests/kvm/vpci_driver.c), with rings in real guest memory and real KVM irqfds/MSI routes.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <linux/kvm.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "devices/pci/pci.h"
@@ -161,5 +165,68 @@ Test(virtio_pci, bar_moves_with_the_guest)
 	cr_assert_eq(vpd_bar_read(&d, d.common + 0x12, 2), 1, "registers at the new address");
 	d.bar = old;
 	cr_assert_eq(vpd_bar_read(&d, d.common + 0x12, 2), 0xffff, "nothing at the old one");
+	vm_destroy(&vm);
+}
+
+/* True if KVM already has an ioeventfd on this port (registering a second one there fails with EEXIST). */
+static bool port_has_ioeventfd(struct vm *vm, uint32_t port)
+{
+	int fd = eventfd(0, EFD_CLOEXEC);
+	struct kvm_ioeventfd ev = { .addr = port, .len = 2, .fd = fd, .flags = KVM_IOEVENTFD_FLAG_PIO };
+	bool busy;
+
+	cr_assert_geq(fd, 0);
+	busy = ioctl(vm->vm_fd, KVM_IOEVENTFD, &ev) < 0;
+	cr_assert(!busy || errno == EEXIST, "KVM_IOEVENTFD: %s", strerror(errno));
+	if (!busy) {
+		ev.flags |= KVM_IOEVENTFD_FLAG_DEASSIGN;
+		cr_assert_eq(ioctl(vm->vm_fd, KVM_IOEVENTFD, &ev), 0);
+	}
+	close(fd);
+	return busy;
+}
+
+Test(virtio_pci, kicks_go_through_a_port_where_the_bus_has_port_io)
+{
+	struct vm_config cfg = { .rng = true };
+	struct vm vm;
+	struct vpd d;
+	uint64_t buf;
+	uint32_t len = 64, port, io_bar = 0, nnotify = 0;
+	bool w = true;
+
+	vpd_vm_create(&vm, &cfg);
+	if (!vm.pci->io_size) {
+		vm_destroy(&vm);
+		cr_skip_test("this arch's PCI bus has no I/O window: kicks are MMIO writes only");
+	}
+	vpd_find(&d, &vm, 4);
+	/* Two notify structures: the first (the one drivers take) in an I/O BAR, then the MMIO one. */
+	for (uint8_t p = (uint8_t)vpd_cfg_read(&d, PCI_CAPABILITY_LIST, 1); p; p = (uint8_t)vpd_cfg_read(&d, p + 1, 1))
+		if (vpd_cfg_read(&d, p, 1) == PCI_CAP_ID_VNDR && vpd_cfg_read(&d, p + 3, 1) == 2 && !nnotify++)
+			io_bar = vpd_cfg_read(&d, p + 4, 1);
+	cr_assert_eq(nnotify, 2);
+	cr_assert(d.notify_io, "the first notify structure is in BAR %u, not an I/O BAR", io_bar);
+	port = d.notify_port;
+	cr_assert(port >= vm.pci->io_base && port < vm.pci->io_base + vm.pci->io_size, "port 0x%x", port);
+	cr_assert(vpd_cfg_read(&d, PCI_COMMAND, 2) & PCI_COMMAND_IO);
+	/* KVM takes the kick itself: the queue's port has the worker's ioeventfd. */
+	cr_assert(port_has_ioeventfd(&vm, port + d.notify));
+
+	vpd_msix_enable(&d);
+	cr_assert(vpd_negotiate(&d, 0));
+	vpd_queue_setup(&d, 0, 8);
+	vpd_driver_ok(&d);
+	buf = vpd_alloc(&d, len);
+	vpd_submit(&d, 0, &buf, &len, &w, 1);
+	cr_assert_eq(vpd_wait_used(&d, 0, 1, 5000), 1, "a kick through the port reached the worker");
+
+	/* The guest moves the I/O BAR: the ioeventfd follows it. */
+	vpd_cfg_write(&d, PCI_BAR0 + 4 * io_bar, port + 0x100, 4);
+	cr_assert(!port_has_ioeventfd(&vm, port + d.notify), "nothing left at the old port");
+	cr_assert(port_has_ioeventfd(&vm, port + 0x100 + d.notify), "registered at the new port");
+	d.notify_port = port + 0x100;
+	vpd_submit(&d, 0, &buf, &len, &w, 1);
+	cr_assert_eq(vpd_wait_used(&d, 0, 2, 5000), 2, "kicks at the new port are served");
 	vm_destroy(&vm);
 }

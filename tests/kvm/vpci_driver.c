@@ -65,6 +65,16 @@ void vpd_bar_write(struct vpd *d, uint32_t off, uint64_t val, unsigned int size)
 	pci_window_write(d->vm->pci, d->bar + off - d->vm->pci->mmio_base, &val, size);
 }
 
+void vpd_kick(struct vpd *d, unsigned int q)
+{
+	uint16_t v = (uint16_t)q;
+
+	if (d->notify_io)
+		pci_io_write(d->vm->pci, d->notify_port + d->notify + q * d->notify_mult - d->vm->pci->io_base, &v, 2);
+	else
+		vpd_bar_write(d, d->notify + q * d->notify_mult, q, 2);
+}
+
 void vpd_find(struct vpd *d, struct vm *vm, uint32_t device_id)
 {
 	memset(d, 0, sizeof(*d));
@@ -78,6 +88,7 @@ void vpd_find(struct vpd *d, struct vm *vm, uint32_t device_id)
 	cr_assert_neq(d->slot, 0, "no virtio device %u on the bus", device_id);
 	d->bar = (vpd_cfg_read(d, PCI_BAR0, 4) & ~0xfull) | (uint64_t)vpd_cfg_read(d, PCI_BAR0 + 4, 4) << 32;
 	/* Walk the capability list as a driver does. */
+	bool have_notify = false, have_common = false;
 	for (uint8_t p = (uint8_t)vpd_cfg_read(d, PCI_CAPABILITY_LIST, 1); p; p = (uint8_t)vpd_cfg_read(d, p + 1, 1)) {
 		uint8_t id = (uint8_t)vpd_cfg_read(d, p, 1);
 		if (id == PCI_CAP_ID_MSIX) {
@@ -89,13 +100,23 @@ void vpd_find(struct vpd *d, struct vm *vm, uint32_t device_id)
 		uint8_t type = (uint8_t)vpd_cfg_read(d, p + 3, 1);
 		uint32_t off = vpd_cfg_read(d, p + 8, 4);
 		switch (type) {
-		case 1: d->common = off; break;
-		case 2: d->notify = off; d->notify_mult = vpd_cfg_read(d, p + 16, 4); break;
+		case 1: d->common = off; have_common = true; break;
+		case 2:
+			/* The first one, as Linux picks it: the port one where there is one. */
+			if (have_notify)
+				break;
+			have_notify = true;
+			d->notify = off;
+			d->notify_mult = vpd_cfg_read(d, p + 16, 4);
+			d->notify_io = vpd_cfg_read(d, PCI_BAR0 + 4 * vpd_cfg_read(d, p + 4, 1), 4) & PCI_BAR_IO;
+			if (d->notify_io)
+				d->notify_port = vpd_cfg_read(d, PCI_BAR0 + 4 * vpd_cfg_read(d, p + 4, 1), 4) & ~3u;
+			break;
 		case 3: d->isr = off; break;
 		case 4: d->devcfg = off; break;
 		}
 	}
-	cr_assert(d->common || d->notify, "no virtio capabilities found");
+	cr_assert(have_common && have_notify, "no common or notify capability found");
 }
 
 void vpd_msix_enable(struct vpd *d)
@@ -205,7 +226,7 @@ uint16_t vpd_submit(struct vpd *d, unsigned int q, const uint64_t *addr, const u
 	avail[2 + vq->avail_idx % vq->size] = head;
 	__atomic_store_n(&avail[1], (uint16_t)(vq->avail_idx + 1), __ATOMIC_RELEASE);
 	vq->avail_idx++;
-	vpd_bar_write(d, d->notify + q * d->notify_mult, q, 2);
+	vpd_kick(d, q);
 	return head;
 }
 

@@ -27,6 +27,8 @@ struct vpd {
 	uint64_t bar;                    /* BAR 0 guest-physical address */
 	uint32_t common, notify, isr, devcfg; /* offsets in BAR 0 from the capabilities */
 	uint32_t notify_mult;
+	bool notify_io;                  /* the first notify structure (the one drivers use) is in an I/O BAR */
+	uint32_t notify_port;            /* that I/O BAR's port */
 	uint32_t msix_table;
 	struct vpd_queue q[VPD_MAX_QUEUES];
 	uint64_t heap;                   /* bump allocator in guest memory for rings and buffers */
@@ -54,6 +56,8 @@ uint8_t vpd_status(struct vpd *d);
 /* Guest memory for buffers. */
 uint64_t vpd_alloc(struct vpd *d, uint64_t len);
 void *vpd_host(struct vpd *d, uint64_t gpa, uint64_t len);
+/* Notify queue q through the notify structure a driver uses (the exit path: a vCPU's write reaching moat). */
+void vpd_kick(struct vpd *d, unsigned int q);
 /* Publish a chain of n buffers (addr, len, device-writable) on queue q and kick it; returns the head. */
 uint16_t vpd_submit(struct vpd *d, unsigned int q, const uint64_t *addr, const uint32_t *len, const bool *write,
 		    unsigned int n);

@@ -490,6 +490,8 @@ Test(acpi_iasl, dsdt_disassembles)
 	cr_assert_not_null(strstr(r->dsl, "WordBusNumber (ResourceProducer"), "%s", r->dsl);
 	cr_assert_not_null(strstr(r->dsl, "0xC0000000,"), "%s", r->dsl);
 	cr_assert_not_null(strstr(r->dsl, "0xDFFFFFFF,"), "%s", r->dsl);
+	cr_assert_not_null(strstr(r->dsl, "WordIO (ResourceProducer"), "%s", r->dsl);
+	cr_assert_not_null(strstr(r->dsl, "0x1FFF,"), "%s", r->dsl);
 	cr_assert_not_null(strstr(r->dsl, "EisaId (\"PNP0C02\")"), "%s", r->dsl);
 	cr_assert_not_null(strstr(r->dsl, "Memory32Fixed (ReadOnly"), "%s", r->dsl);
 	cr_assert_not_null(strstr(r->dsl, "0xE0000000,"), "%s", r->dsl);

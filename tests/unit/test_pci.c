@@ -13,6 +13,7 @@
 struct rec {
 	struct pci_device pd;
 	unsigned int reads, writes, maps, unmaps;
+	unsigned int last_bar, last_map_bar;
 	uint64_t last_off, last_map_addr;
 	uint32_t last_val;
 	unsigned int cfg_written;
@@ -24,6 +25,7 @@ static void rec_read(struct pci_device *pd, unsigned int bar, uint64_t off, void
 	uint32_t v = 0xa5a50000u | (uint32_t)off;
 
 	r->reads++;
+	r->last_bar = bar;
 	r->last_off = off;
 	memcpy(data, &v, size > 4 ? 4 : size);
 }
@@ -33,6 +35,7 @@ static void rec_write(struct pci_device *pd, unsigned int bar, uint64_t off, con
 	struct rec *r = pd->ctx;
 
 	r->writes++;
+	r->last_bar = bar;
 	r->last_off = off;
 	r->last_val = 0;
 	memcpy(&r->last_val, data, size > 4 ? 4 : size);
@@ -42,6 +45,7 @@ static void rec_mapped(struct pci_device *pd, unsigned int bar, uint64_t addr, b
 {
 	struct rec *r = pd->ctx;
 
+	r->last_map_bar = bar;
 	if (mapped) {
 		r->maps++;
 		r->last_map_addr = addr;
@@ -360,4 +364,108 @@ Test(pci, msix_hostile_accesses)
 	cr_assert_eq(msix_init(&m2, &d.pd, 0, 0, 0x4000, 0x5000, &rec_msix, &ir), -EINVAL);
 	cr_assert_eq(msix_init(&m2, &d.pd, 65, 0, 0x4000, 0x5000, &rec_msix, &ir), -EINVAL);
 	cr_assert_eq(msix_init(&m2, &d.pd, 2, 0, 0x4004, 0x5000, &rec_msix, &ir), -EINVAL);
+}
+
+/* ------------------------------------------------------------------ I/O BARs */
+
+#define IO_BASE 0x1000u
+#define IO_SIZE 0x1000u
+
+static void setup_io_dev(struct rec *r, uint32_t io_size)
+{
+	setup_dev(r, 0x8000, true);
+	cr_assert_eq(pci_device_add_io_bar(&r->pd, 2, io_size), 0);
+}
+
+Test(pci, io_bar_rejects_bad_sizes_and_slots)
+{
+	struct rec r;
+
+	setup_dev(&r, 0x8000, true);
+	cr_assert_eq(pci_device_add_io_bar(&r.pd, 2, 2), -EINVAL, "below the 4-port minimum");
+	cr_assert_eq(pci_device_add_io_bar(&r.pd, 2, 12), -EINVAL, "not a power of two");
+	cr_assert_eq(pci_device_add_io_bar(&r.pd, 2, 512), -EINVAL, "above 256 ports");
+	cr_assert_eq(pci_device_add_io_bar(&r.pd, 0, 4), -EINVAL, "BAR 0 is taken");
+	cr_assert_eq(pci_device_add_io_bar(&r.pd, 1, 4), -EINVAL, "BAR 1 is BAR 0's upper half");
+	cr_assert_eq(pci_device_add_io_bar(&r.pd, 6, 4), -EINVAL);
+	cr_assert_eq(pci_device_add_io_bar(&r.pd, 2, 4), 0);
+	cr_assert_eq(pci_device_add_io_bar(&r.pd, 2, 4), -EINVAL, "already there");
+}
+
+Test(pci, io_bar_needs_an_io_window)
+{
+	struct rec r;
+
+	setup_io_dev(&r, 8);
+	cr_assert_eq(pci_bus_add(&bus, &r.pd), -ENOSPC);
+	cr_assert_null(bus.devs[1], "a device that did not fit is not on the bus");
+	cr_assert_eq(bus.mmio_next, WIN_BASE, "nothing was allocated");
+}
+
+Test(pci, io_bar_placement_sizing_and_decode)
+{
+	struct rec a, b;
+	uint32_t v;
+
+	pci_bus_set_io_window(&bus, IO_BASE, IO_SIZE);
+	setup_io_dev(&a, 8);
+	setup_io_dev(&b, 64);
+	cr_assert_eq(pci_bus_add(&bus, &a.pd), 0);
+	cr_assert_eq(pci_bus_add(&bus, &b.pd), 0);
+	cr_assert_eq(a.pd.bar[2].addr, IO_BASE);
+	cr_assert_eq(b.pd.bar[2].addr, IO_BASE + 64, "naturally aligned after a's 8 ports");
+	cr_assert_eq(cfg32(1, PCI_BAR0 + 8), IO_BASE | PCI_BAR_IO, "an I/O BAR reads back with bit 0 set");
+	cr_assert(cfg32(1, PCI_COMMAND) & PCI_COMMAND_IO, "I/O decoding on, as firmware leaves it");
+	cr_assert_eq(a.maps, 2, "both BARs decode");
+	/* Sizing: all ones reads back the size mask over 16 address bits, with the I/O bit. */
+	wcfg32(1, PCI_BAR0 + 8, 0xffffffffu);
+	cr_assert_eq(cfg32(1, PCI_BAR0 + 8), (0xfffcu & ~7u) | PCI_BAR_IO);
+	wcfg32(1, PCI_BAR0 + 8, IO_BASE + 0x200);
+	cr_assert_eq(a.pd.bar[2].addr, IO_BASE + 0x200);
+	cr_assert_eq(a.last_map_bar, 2);
+	cr_assert_eq(a.last_map_addr, IO_BASE + 0x200);
+	/* Port accesses reach the I/O BAR, not the memory BAR at the same offset. */
+	v = 0x1234;
+	pci_io_write(&bus, 0x200 + 2, &v, 2);
+	cr_assert_eq(a.writes, 1);
+	cr_assert_eq(a.last_bar, 2);
+	cr_assert_eq(a.last_off, 2);
+	cr_assert_eq(a.last_val, 0x1234);
+	pci_io_read(&bus, 0x200 + 4, &v, 4);
+	cr_assert_eq(a.reads, 1);
+	cr_assert_eq(a.last_bar, 2);
+	/* An access running past the BAR's end, or wider than the BAR, reaches nothing and reads all ones. */
+	pci_io_read(&bus, 0x200 + 6, &v, 4);
+	cr_assert_eq(v, 0xffffffffu);
+	cr_assert_eq(a.reads, 1);
+	/* The memory window does not decode I/O BARs, nor the I/O window memory BARs. */
+	pci_window_write(&bus, IO_BASE + 0x200 - WIN_BASE, &v, 2);
+	pci_io_write(&bus, (uint32_t)(a.pd.bar[0].addr - WIN_BASE), &v, 2);
+	cr_assert_eq(a.writes, 1);
+	/* I/O decoding off: the BAR stops decoding; the memory BAR keeps going. */
+	wcfg32(1, PCI_COMMAND, PCI_COMMAND_MEMORY);
+	cr_assert_eq(a.last_map_bar, 2);
+	pci_io_write(&bus, 0x200, &v, 2);
+	cr_assert_eq(a.writes, 1);
+	pci_window_write(&bus, a.pd.bar[0].addr - WIN_BASE, &v, 4);
+	cr_assert_eq(a.writes, 2);
+	cr_assert_eq(a.last_bar, 0);
+	/* Back on, but placed outside the window: decodes nowhere. */
+	wcfg32(1, PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_IO);
+	wcfg32(1, PCI_BAR0 + 8, 0x3f8);
+	pci_io_write(&bus, 0, &v, 2);
+	cr_assert_eq(a.writes, 2);
+	cr_assert(!a.pd.bar[2].mapped);
+}
+
+Test(pci, io_window_full_is_enospc)
+{
+	struct rec a, b;
+
+	pci_bus_set_io_window(&bus, IO_BASE, 64);
+	setup_io_dev(&a, 64);
+	setup_io_dev(&b, 4);
+	cr_assert_eq(pci_bus_add(&bus, &a.pd), 0);
+	cr_assert_eq(pci_bus_add(&bus, &b.pd), -ENOSPC);
+	cr_assert_eq(bus.mmio_next, a.pd.bar[0].addr + 0x8000, "b took no memory either");
 }
