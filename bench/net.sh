@@ -96,8 +96,24 @@ cleanup() {
 }
 trap cleanup EXIT
 ip link set lo up
-iperf3 -s >"$W/iperf-server.log" 2>&1 &
-PIDS+=($!)
+# A fresh iperf3 server for each guest: one whose client vanished mid-test (a guest that crashed) stays busy
+# with that test and would fail every later run of the session.
+srv=
+server_start() {
+	iperf3 -s >>"$W/iperf-server.log" 2>&1 &
+	srv=$!
+	PIDS+=("$srv")
+	for _ in $(seq 50); do
+		ss -ltn 2>/dev/null | grep -q ':5201 ' && return 0
+		sleep 0.1
+	done
+}
+server_stop() {
+	[ -n "$srv" ] || return 0
+	kill -KILL "$srv" 2>/dev/null || true
+	wait "$srv" 2>/dev/null || true
+	srv=
+}
 
 # guest_run VMM: one boot; prints "UP DOWN" in Mbit/s, or "fail REASON".
 guest_run() {
@@ -200,6 +216,8 @@ for v in "${names[@]}"; do UP[$v]=""; DOWN[$v]=""; ERRS[$v]=""; MPG[$v]=""; P50[
 echo "net.sh: kernel $(cat "$IMG/kernel-version"); $RUNS interleaved runs; iperf3 TCP ${SECS}s each way; Mbit/s"
 for n in $(seq "$RUNS"); do
 	for v in "${names[@]}"; do
+		server_stop
+		server_start
 		if [ "$v" = veth ]; then res=$(veth_run); else res=$(guest_run "$v"); fi
 		if [[ $res == fail* ]]; then
 			ERRS[$v]=$res
@@ -267,7 +285,7 @@ for v in "${names[@]}"; do
 		read -r m9 _ <<<"$(stats "${P99[$v]}")"
 		extra="  iotlb: $mm misses/GiB, miss service p50 <= ${m5} us, p99 <= ${m9} us (medians of runs)"
 	fi
-	if [ -n "${RUP[$v]// /}" ]; then
+	if [ -n "${RUP[$v]:-}" ]; then
 		pu=$(printf '%s\n' ${RUP[$v]} | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
 		pd=$(printf '%s\n' ${RDOWN[$v]} | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
 		extra="$extra  vs base (median of paired runs): up ${pu}x, down ${pd}x [up: ${RUP[$v]% }; down: ${RDOWN[$v]% }]"
