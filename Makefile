@@ -3,6 +3,7 @@
 #   make ARCH=arm64 cross-build build/arm64/moat (static; CROSS_COMPILE, default aarch64-linux-gnu-)
 #   make run        boot the default guest (fetches it; uses the nested test bed if this host's KVM cannot boot Linux)
 #   make test       unit tests, host-KVM tests, end-to-end scenarios (x86_64 and arm64)
+#   make ARCH=arm64 test-kvm  the arm64 host-KVM tests (build/arm64/kvm-tests; on x86_64, in the arm64 test bed)
 ARCH     ?= x86_64
 CFLAGS   ?= -O2 -g
 
@@ -41,14 +42,21 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/*.c)
 # Pure modules of other arches, unit-tested on the build host too (the arm64 device-tree builder).
 UNIT_ARCH_SRCS := $(filter-out $(LIB_SRCS),arch/arm64/fdt.c arch/arm64/boot.c)
+ifeq ($(ARCH),arm64)
+# A plain program (tests/kvm-arm64), static like moat: Debian has no static Criterion for arm64.
+KVM_SRCS  := $(wildcard tests/kvm-arm64/*.c)
+KVM_LIBS  :=
+else
 KVM_SRCS  := $(wildcard tests/kvm/*.c)
+KVM_LIBS  := -lcriterion
+endif
 
 all: $(BUILD)/moat
 
 ifeq ($(ARCH),arm64)
 $(BUILD)/sysroot/.stamp: tools/arm64-sysroot.sh
 	@tools/arm64-sysroot.sh $(BUILD)/sysroot
-$(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/vmm/main.o: $(BUILD)/sysroot/.stamp
+$(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(KVM_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/vmm/main.o: $(BUILD)/sysroot/.stamp
 endif
 
 $(BUILD)/obj/%.o: %.c
@@ -73,7 +81,7 @@ $(BUILD)/unit-tests: $(UNIT_SRCS:%.c=$(BUILD)/obj-san/%.o) $(LIB_SRCS:%.c=$(BUIL
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ -lcriterion -lfdt $(LDLIBS)
 
 $(BUILD)/kvm-tests: $(KVM_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/libmoat.a
-	$(CC) $(CFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(KVM_LIBS) $(LDLIBS)
 
 # Micro-benchmark of the IO page tables (bench/iommu_micro.c).
 $(BUILD)/bench/iommu-micro: bench/iommu_micro.c $(BUILD)/libmoat.a
@@ -101,7 +109,7 @@ test-unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
 
 test-kvm: $(BUILD)/kvm-tests
-	@tools/run-kvm-tests.sh $(BUILD)/kvm-tests
+	@tools/run-kvm-tests.sh --arch $(ARCH) $(BUILD)/kvm-tests
 
 test-e2e: all
 	@tests/e2e/run-nested.sh --arch $(ARCH)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every test stage (make test-unit, test-kvm, test-e2e), keep going after a failure, and sum up.
-# On an x86_64 host the arm64 end-to-end scenarios run too (make ARCH=arm64 test-e2e: the cross-built moat
-# in the arm64 nested test bed); MOAT_TEST_ARM64=0 leaves them out.
+# On an x86_64 host the arm64 host-KVM tests and end-to-end scenarios run too (make ARCH=arm64 test-kvm and
+# test-e2e: the cross-built programs in the arm64 nested test bed); MOAT_TEST_ARM64=0 leaves them out.
 #
 #   tools/test-all.sh [--arch x86_64|arm64]
 #
@@ -22,7 +22,7 @@ done
 # ARCH:TARGET. Unit tests (the arm64 device tree included) run for the build host.
 STAGES=("$ARCH:test-unit" "$ARCH:test-kvm" "$ARCH:test-e2e")
 if [ "$ARCH" = x86_64 ] && [ "${MOAT_TEST_ARM64:-1}" != 0 ]; then
-	STAGES+=("arm64:test-e2e")
+	STAGES+=("arm64:test-kvm" "arm64:test-e2e")
 fi
 LOG=
 cleanup() { [ -z "$LOG" ] || rm -f "$LOG"; }
