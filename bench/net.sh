@@ -16,6 +16,7 @@
 # starting with "base" (base, base-iommu-strict, ...) runs it with the options of the same "moat" name, and
 # each moat row gets the median of its per-run ratios to that base row (runs of a pair are adjacent).
 #
+# Environment: MOAT_BENCH_NET_ARGS (more moat options), MOAT_BENCH_GUEST_ARGS (more guest kernel arguments).
 # Median of N interleaved runs (default 3) of S seconds (default 10) per direction. Everything happens in
 # network namespaces this script creates, and in ONE session: on this host if its KVM is hardware
 # virtualization, else inside one L1 of the nested test bed (figures from different sessions do not compare).
@@ -82,7 +83,8 @@ KERNEL=$IMG/vmlinuz
 INITRD=$IMG/initramfs-full.cpio.gz
 HOST_IP=10.0.2.1
 GUEST_IP=10.0.2.15
-CMDLINE="console=ttyS0 quiet panic=-1 moat.scenario=net moat.ip=$GUEST_IP moat.peer=$HOST_IP moat.iperf=$SECS"
+# MOAT_BENCH_GUEST_ARGS: more guest kernel arguments for every VMM (say, page_poison=1 to catch DMA into freed pages).
+CMDLINE="console=ttyS0 quiet panic=-1 moat.scenario=net moat.ip=$GUEST_IP moat.peer=$HOST_IP moat.iperf=$SECS${MOAT_BENCH_GUEST_ARGS:+ $MOAT_BENCH_GUEST_ARGS}"
 W=$(mktemp -d "${TMPDIR:-/tmp}/moat-bnet.XXXXXX")
 PIDS=()
 cleanup() {
@@ -182,6 +184,11 @@ guest_run() {
 		echo "$up $down ${misses:--} ${p50:--} ${p99:--} ${inval:--} ${merged:--}"
 	else
 		# The guest's last console lines too: a guest that crashed (a triple fault) says where only there.
+		# A guest oops: its whole report on stderr (the bench log), the first clue to a guest crash.
+		if grep -qE 'BUG:|Oops|general protection fault|Kernel panic' "$con" 2>/dev/null; then
+			echo "--- $v: the guest's oops" >&2
+			tr -d '\r' <"$con" | sed -n '/BUG:\|Oops\|general protection fault\|WARNING:/,$p' | head -n 80 | sed 's/^/  oops| /' >&2
+		fi
 		echo "fail exit $rc; $(tr -d '\r' <"$con" 2>/dev/null | grep -E 'FAIL|panic' | head -n 2 | tr '\n' ' ')$(tail -n 2 "$W/$v.err" | tr '\n' ' '); console: $(tr -d '\r' <"$con" 2>/dev/null | tail -n 4 | tr '\n' '|')"
 	fi
 }
