@@ -172,6 +172,13 @@ guest_run() {
 	local up down
 	up=$(tr -d '\r' <"$con" 2>/dev/null | sed -n 's/^IPERF_UP_MBPS=//p' | head -n 1)
 	down=$(tr -d '\r' <"$con" 2>/dev/null | sed -n 's/^IPERF_DOWN_MBPS=//p' | head -n 1)
+	# A guest's kernel report (an oops, a slab poison check with slub_debug, a warning), in a run that failed or
+	# not: the whole report on stderr (the bench log). The first clue to a guest crash.
+	if grep -qE 'BUG|Oops|general protection fault|Kernel panic|WARNING:' "$con" 2>/dev/null; then
+		echo "--- $v: the guest's kernel report" >&2
+		tr -d '\r' <"$con" | sed -n '/BUG\|Oops\|general protection fault\|Kernel panic\|WARNING:/,$p' | head -n 80 |
+			sed 's/^/  guest| /' >&2
+	fi
 	if [ -n "$up" ] && [ -n "$down" ]; then
 		# vhost behind the IOMMU: IOTLB misses and the miss-service median and p99 from moat's exit report.
 		local st misses p50 p99 inval merged
@@ -184,11 +191,6 @@ guest_run() {
 		echo "$up $down ${misses:--} ${p50:--} ${p99:--} ${inval:--} ${merged:--}"
 	else
 		# The guest's last console lines too: a guest that crashed (a triple fault) says where only there.
-		# A guest oops: its whole report on stderr (the bench log), the first clue to a guest crash.
-		if grep -qE 'BUG:|Oops|general protection fault|Kernel panic' "$con" 2>/dev/null; then
-			echo "--- $v: the guest's oops" >&2
-			tr -d '\r' <"$con" | sed -n '/BUG:\|Oops\|general protection fault\|WARNING:/,$p' | head -n 80 | sed 's/^/  oops| /' >&2
-		fi
 		echo "fail exit $rc; $(tr -d '\r' <"$con" 2>/dev/null | grep -E 'FAIL|panic' | head -n 2 | tr '\n' ' ')$(tail -n 2 "$W/$v.err" | tr '\n' ' '); console: $(tr -d '\r' <"$con" 2>/dev/null | tail -n 4 | tr '\n' '|')"
 	fi
 }
