@@ -178,7 +178,7 @@ void dma_gate_wait(struct dma_gate *g)
 	pthread_mutex_lock(&g->wait_lock);
 	old = __atomic_fetch_add(&g->epoch, 1, __ATOMIC_SEQ_CST) & 1;
 	/* The flip is a full barrier: the change made before it is visible to sections that miss it. */
-	while ((n = __atomic_load_n(&g->readers[old], __ATOMIC_ACQUIRE)) != 0) {
+	while ((n = __atomic_load_n(&g->readers[old], __ATOMIC_SEQ_CST)) != 0) {
 		if (spins++ < GATE_SPINS) {
 			cpu_relax();
 			continue;

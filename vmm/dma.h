@@ -24,6 +24,7 @@
 #define MOAT_DMA_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct guest_memory;
@@ -74,9 +75,10 @@ static inline void dma_end(const struct dma_as *as, unsigned int token)
  * one drains, so it waits only for sections opened before it, never for later ones (no starvation
  * by a device that keeps opening sections), and sections never wait at all.
  *
- * Memory order: a section's entry is a seq_cst add before it reads any translation state; the
- * waiter changes that state, then flips the epoch (seq_cst) and reads the count. Either the waiter
- * sees the section (and waits for it) or the section sees the new state.
+ * Memory order: a section's entry is a seq_cst add, then a seq_cst look at the epoch, before it
+ * reads any translation state; the waiter changes that state, then flips the epoch and reads the
+ * count (both seq_cst). Either the waiter sees the section (and waits for it) or the section sees
+ * the flip, and with it the new state.
  */
 struct dma_gate {
 	uint32_t epoch;
@@ -87,12 +89,39 @@ struct dma_gate {
 void dma_gate_init(struct dma_gate *g);
 void dma_gate_fini(struct dma_gate *g);
 
-static inline unsigned int dma_gate_enter(struct dma_gate *g)
+/*
+ * Join the sections of epoch e, which the caller has just read: true with *token set, or false (and
+ * nothing joined) if the epoch moved on between that read and the join.
+ *
+ * Why the second look: a section counted under the parity of an epoch that has already been flipped
+ * away from is invisible to the waiter that flipped it (it may have read the count first), and the
+ * next waiter flips back to that parity and waits for the other one. A thread stalled between
+ * reading the epoch and adding itself across two unmaps would then copy through a translation both
+ * had taken away. Reading the epoch again after the add (both seq_cst, against the waiter's flip and
+ * count read) rules that out: either no flip came between, and every later waiter counts this
+ * section, or one did and the section starts again under the new epoch.
+ */
+static inline bool dma_gate_try_enter(struct dma_gate *g, uint32_t e, unsigned int *token)
 {
-	unsigned int p = __atomic_load_n(&g->epoch, __ATOMIC_ACQUIRE) & 1;
+	unsigned int p = e & 1;
 
 	__atomic_fetch_add(&g->readers[p], 1, __ATOMIC_SEQ_CST);
-	return p;
+	if (__atomic_load_n(&g->epoch, __ATOMIC_SEQ_CST) != e) {
+		__atomic_fetch_sub(&g->readers[p], 1, __ATOMIC_RELEASE);
+		return false;
+	}
+	*token = p;
+	return true;
+}
+
+static inline unsigned int dma_gate_enter(struct dma_gate *g)
+{
+	unsigned int token;
+
+	/* Retries only when a waiter flipped the epoch in a window of a few instructions. */
+	while (!dma_gate_try_enter(g, __atomic_load_n(&g->epoch, __ATOMIC_SEQ_CST), &token))
+		;
+	return token;
 }
 
 static inline void dma_gate_leave(struct dma_gate *g, unsigned int token)

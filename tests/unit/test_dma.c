@@ -244,3 +244,111 @@ Test(dma, gate_waits_for_older_sections_only)
 	dma_gate_wait(&g);
 	dma_gate_fini(&g);
 }
+
+/*
+ * A section whose thread read the epoch, then stalled while an unmap went by, must not join under the
+ * parity it read: that unmap's waiter may have read the count before the join, and the next waiter
+ * waits for the other parity, so the section would copy through a translation the next unmap took
+ * away. It must start over under the current epoch, where the next waiter counts it.
+ */
+Test(dma, gate_section_that_read_an_old_epoch_starts_over)
+{
+	struct dma_gate g;
+	struct gate_waiter w = { .g = &g };
+	unsigned int token;
+	uint32_t stale;
+	pthread_t th;
+
+	dma_gate_init(&g);
+	stale = __atomic_load_n(&g.epoch, __ATOMIC_ACQUIRE);
+	dma_gate_wait(&g); /* an unmap completes while the reader is stalled */
+	cr_assert_not(dma_gate_try_enter(&g, stale, &token), "joining under an epoch that moved on is refused");
+	cr_assert_eq(g.readers[0] + g.readers[1], 0, "a refused join leaves no count behind");
+	token = dma_gate_enter(&g);
+	cr_assert_eq(token, __atomic_load_n(&g.epoch, __ATOMIC_ACQUIRE) & 1, "joined under the current epoch");
+	/* The next unmap waits for the section until it closes. */
+	cr_assert_eq(pthread_create(&th, NULL, gate_wait_thread, &w), 0);
+	usleep(20 * 1000);
+	cr_assert_eq(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE), 0, "the unmap waits for the open section");
+	dma_gate_leave(&g, token);
+	for (unsigned int i = 0; i < 2000 && !__atomic_load_n(&w.done, __ATOMIC_ACQUIRE); i++)
+		usleep(1000);
+	cr_assert_eq(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE), 1);
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	dma_gate_fini(&g);
+}
+
+struct gate_stress {
+	struct dma_gate *g;
+	uint64_t *live;  /* the "mapping": nonzero while mapped */
+	int stop;
+	uint64_t stale;  /* copies that saw the mapping gone inside their section */
+	uint64_t sections;
+};
+
+static void *gate_stress_reader(void *arg)
+{
+	struct gate_stress *s = arg;
+
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+		unsigned int t = dma_gate_enter(s->g);
+		uint64_t *m = __atomic_load_n(&s->live, __ATOMIC_ACQUIRE);
+
+		/* Use the "translation" a while: the unmapper must not free it under us. */
+		for (int i = 0; i < 64; i++)
+			if (__atomic_load_n(m, __ATOMIC_ACQUIRE) != 1)
+				__atomic_fetch_add(&s->stale, 1, __ATOMIC_RELAXED);
+		dma_gate_leave(s->g, t);
+		if ((__atomic_add_fetch(&s->sections, 1, __ATOMIC_RELEASE) & 255) == 0)
+			sched_yield();
+	}
+	return NULL;
+}
+
+/* More readers than cores, so that some are preempted at every instruction of their entry. */
+#define STRESS_READERS 4
+
+static bool stress_readers_busy(struct gate_stress *s)
+{
+	for (int i = 0; i < STRESS_READERS; i++)
+		if (__atomic_load_n(&s[i].sections, __ATOMIC_ACQUIRE) < 50000)
+			return false;
+	return true;
+}
+
+/* Readers against an unmapper that swaps the mapping, waits, then poisons the old one: no reader sees the poison. */
+Test(dma, gate_no_section_outlives_an_unmap_under_load)
+{
+	static uint64_t cells[2];
+	struct dma_gate g;
+	struct gate_stress s[STRESS_READERS];
+	pthread_t th[STRESS_READERS];
+	uint64_t *cur = &cells[0];
+
+	dma_gate_init(&g);
+	cells[0] = 1;
+	for (int i = 0; i < STRESS_READERS; i++) {
+		s[i] = (struct gate_stress){ .g = &g, .live = cur };
+		cr_assert_eq(pthread_create(&th[i], NULL, gate_stress_reader, &s[i]), 0);
+	}
+	/* At least 20000 unmaps, and on until each reader has opened plenty of sections. */
+	for (int n = 0; n < 20000 || !stress_readers_busy(s); n++) {
+		uint64_t *next = cur == &cells[0] ? &cells[1] : &cells[0];
+
+		__atomic_store_n(next, 1, __ATOMIC_RELEASE);
+		for (int i = 0; i < STRESS_READERS; i++)
+			__atomic_store_n(&s[i].live, next, __ATOMIC_RELEASE);
+		dma_gate_wait(&g);
+		__atomic_store_n(cur, 0, __ATOMIC_RELEASE); /* "freed": a section still using it would see 0 */
+		cur = next;
+	}
+	for (int i = 0; i < STRESS_READERS; i++) {
+		__atomic_store_n(&s[i].stop, 1, __ATOMIC_RELEASE);
+		cr_assert_eq(pthread_join(th[i], NULL), 0);
+	}
+	for (int i = 0; i < STRESS_READERS; i++) {
+		cr_assert_eq(s[i].stale, 0, "reader %d used a freed mapping %llu times", i, (unsigned long long)s[i].stale);
+		cr_assert_gt(s[i].sections, 0);
+	}
+	dma_gate_fini(&g);
+}
