@@ -44,7 +44,13 @@ struct vm_config {
 	bool rng;                                /* --rng */
 	bool iommu;                              /* --iommu: a virtio-iommu, devices behind it unless iommu=off */
 	bool iommu_bypass;                       /* --iommu-bypass: unattached endpoints bypass (else blocked) */
+	unsigned int iommu_poll_us;              /* --iommu-poll: request-queue polling, 0 = off */
+	bool iommu_poll_given;
 };
+
+/* --iommu-poll: default and most, in microseconds (devices/virtio/iommu.h, viommu_config.poll_us). */
+#define MOAT_IOMMU_POLL_DEFAULT_US 0
+#define MOAT_IOMMU_POLL_MAX_US 100000u
 
 /* Exit statuses, documented in --help and README.md. */
 enum moat_exit {

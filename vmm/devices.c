@@ -49,6 +49,7 @@ static int add_iommu(struct vm *vm, struct virtio_iommu **out, char *err, size_t
 		.max_table_bytes = 256ull << 20,
 		.msi_start = arch_msi_window_start(),
 		.msi_end = arch_msi_window_end(),
+		.poll_us = vm->cfg.iommu_poll_us,
 	};
 	uint16_t bdf;
 	int r;

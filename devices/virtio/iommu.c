@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "devices/virtio/iommu_internal.h"
@@ -119,6 +120,83 @@ static void viommu_queue_notify(struct virtio_dev *dev, unsigned int queue)
 		viommu_serve_requests(to_viommu(dev));
 }
 
+/*
+ * Polling (cfg.poll_us): the Linux driver waits for every MAP and sync by spinning on the used ring,
+ * so the cost of a request is the guest's exit to moat and back, which under nested virtualization
+ * is tens of microseconds. After a kick the device's thread turns notifications off and keeps
+ * watching the avail ring itself: requests that follow closely are taken without any exit. A spell
+ * ends after poll_us without a request, when a fault waits to be posted (the thread's event loop
+ * posts it), or after VIOMMU_POLL_SPELL_NS of steady requests (the loop gets a turn, the next kick
+ * starts a new spell); the notifications go back on, then one more look, since a request made
+ * before the driver saw them on came without a kick. moat stops the vCPUs before the device
+ * threads, so a spell never holds up moat's exit for longer than poll_us. dev->lock is held on entry and exit, and dropped between looks so the
+ * vCPUs reach the device's registers (a reset in between makes the queue not ready: the spell ends).
+ */
+#define VIOMMU_POLL_SPELL_NS (1000ull * 1000 * 1000)
+
+static uint64_t mono_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+static inline void poll_relax(void)
+{
+	for (int i = 0; i < 32; i++) {
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#elif defined(__aarch64__)
+		__asm__ __volatile__("yield");
+#endif
+	}
+}
+
+static bool poll_should_stop(struct virtio_iommu *v, struct virtq *q)
+{
+	return !virtio_dev_live(&v->dev) || !q->ready || q->error ||
+	       __atomic_load_n(&v->fault_count, __ATOMIC_RELAXED) != 0;
+}
+
+static void viommu_queue_notify_poll(struct virtio_dev *dev, unsigned int queue)
+{
+	struct virtio_iommu *v = to_viommu(dev);
+	struct virtq *q = virtio_queue(dev, VIOMMU_REQUESTQ);
+	const uint64_t idle_ns = (uint64_t)v->cfg.poll_us * 1000u;
+	uint64_t start, last, now;
+
+	if (queue != VIOMMU_REQUESTQ || !q)
+		return;
+	viommu_serve_requests(v);
+	if (poll_should_stop(v, q) || virtq_set_kicks(q, false))
+		return;
+	ctr_add(&v->ctr.polls, 1);
+	start = last = mono_ns();
+	for (;;) {
+		int pending;
+
+		pthread_mutex_unlock(&dev->lock);
+		poll_relax();
+		pthread_mutex_lock(&dev->lock);
+		if (poll_should_stop(v, q))
+			break;
+		pending = virtq_pending(q);
+		if (pending < 0)
+			break;
+		now = mono_ns();
+		if (pending) {
+			ctr_add(&v->ctr.polled, viommu_serve_requests(v));
+			last = now;
+		} else if (now - last >= idle_ns || now - start >= VIOMMU_POLL_SPELL_NS) {
+			break;
+		}
+	}
+	/* Not ready (a reset): nothing to turn back on, the next queue starts with notifications. */
+	if (q->ready && !virtq_set_kicks(q, true) && virtq_pending(q) > 0)
+		viommu_serve_requests(v);
+}
+
 static void config_fill(const struct virtio_iommu *v, struct virtio_iommu_config *c)
 {
 	memset(c, 0, sizeof(*c));
@@ -197,6 +275,17 @@ static const struct virtio_dev_ops viommu_ops = {
 	.notify_inline = true,
 };
 
+/* cfg.poll_us: kicks go to the device's thread (through KVM's ioeventfd), which then polls. */
+static const struct virtio_dev_ops viommu_poll_ops = {
+	.name = "iommu",
+	.activate = viommu_activate,
+	.reset = viommu_reset,
+	.queue_notify = viommu_queue_notify_poll,
+	.config_read = viommu_config_read,
+	.config_write = viommu_config_write,
+	.backend_fds = viommu_backend_fds,
+};
+
 /* ------------------------------------------------------------------ construction */
 
 static int check_config(const struct viommu_config *cfg, char *err, size_t errlen)
@@ -206,6 +295,9 @@ static int check_config(const struct viommu_config *cfg, char *err, size_t errle
 			       VIOMMU_DOMAIN_LAST + 1, cfg->max_domains);
 	if (cfg->max_mappings < 1)
 		return set_err(err, errlen, -EINVAL, "virtio-iommu: max_mappings must be at least 1");
+	if (cfg->poll_us > VIOMMU_POLL_MAX_US)
+		return set_err(err, errlen, -EINVAL, "virtio-iommu: poll time must be at most %u us, not %u",
+			       VIOMMU_POLL_MAX_US, cfg->poll_us);
 	if (cfg->max_table_bytes < IOMMU_PT_TABLE_BYTES)
 		return set_err(err, errlen, -EINVAL, "virtio-iommu: max_table_bytes must be at least %llu",
 			       (unsigned long long)IOMMU_PT_TABLE_BYTES);
@@ -271,7 +363,7 @@ int virtio_iommu_new(const struct viommu_config *cfg, const struct dma_as *as, s
 		r = set_err(err, errlen, -errno, "cannot create the virtio-iommu fault eventfd: %s", strerror(errno));
 		goto fail;
 	}
-	r = virtio_dev_init(&v->dev, &viommu_ops, VIRTIO_ID_IOMMU, VIOMMU_FEATURES, 2, sizes, as,
+	r = virtio_dev_init(&v->dev, cfg->poll_us ? &viommu_poll_ops : &viommu_ops, VIRTIO_ID_IOMMU, VIOMMU_FEATURES, 2, sizes, as,
 			    (struct virtio_irq){ 0 });
 	if (r) {
 		set_err(err, errlen, r, "cannot set up the virtio-iommu device");
@@ -341,7 +433,8 @@ void virtio_iommu_stats(const struct virtio_iommu *v, char *buf, size_t len)
 	buf[0] = '\0';
 	append(buf, len, &pos,
 	       "requests: %llu attach, %llu detach, %llu map, %llu unmap, %llu probe, %llu unparsable; "
-	       "%llu failed; faults: %llu, %llu reported, %llu dropped; %llu DMA outside RAM",
+	       "%llu failed; faults: %llu, %llu reported, %llu dropped; %llu DMA outside RAM; "
+	       "polling: %llu spells, %llu requests taken without a kick",
 	       (unsigned long long)ctr_get(&c->req[VIRTIO_IOMMU_T_ATTACH]),
 	       (unsigned long long)ctr_get(&c->req[VIRTIO_IOMMU_T_DETACH]),
 	       (unsigned long long)ctr_get(&c->req[VIRTIO_IOMMU_T_MAP]),
@@ -349,7 +442,8 @@ void virtio_iommu_stats(const struct virtio_iommu *v, char *buf, size_t len)
 	       (unsigned long long)ctr_get(&c->req[VIRTIO_IOMMU_T_PROBE]), (unsigned long long)ctr_get(&c->req[0]),
 	       (unsigned long long)ctr_get(&c->failed), (unsigned long long)ctr_get(&c->faults),
 	       (unsigned long long)ctr_get(&c->events), (unsigned long long)ctr_get(&c->dropped),
-	       (unsigned long long)ctr_get(&c->bad_target));
+	       (unsigned long long)ctr_get(&c->bad_target), (unsigned long long)ctr_get(&c->polls),
+	       (unsigned long long)ctr_get(&c->polled));
 	pthread_rwlock_rdlock(state);
 	for (uint32_t i = 0; i < v->ndoms; i++) {
 		const struct viommu_dom *d = v->doms[i];

@@ -46,7 +46,15 @@ struct viommu_config {
 	uint32_t max_mappings;       /* per domain, >= 1 */
 	uint64_t max_table_bytes;    /* per domain page-table bytes, >= IOMMU_PT_TABLE_BYTES */
 	uint64_t msi_start, msi_end; /* PROBE RESV_MEM MSI window, inclusive; msi_end < msi_start: none */
+	/*
+	 * 0: every request is a notification that exits to the kicking vCPU, which serves it. Else the
+	 * device's thread serves kicks and, after each, polls the request queue with notifications off
+	 * until poll_us pass without a request (at most VIOMMU_POLL_MAX_US).
+	 */
+	uint32_t poll_us;
 };
+
+#define VIOMMU_POLL_MAX_US 100000u /* MOAT_IOMMU_POLL_MAX_US */
 
 struct virtio_iommu;
 struct viommu_endpoint;

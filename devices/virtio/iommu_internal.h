@@ -73,6 +73,8 @@ struct viommu_counters {
 	uint64_t events;        /* fault reports posted on the event queue */
 	uint64_t dropped;       /* faults lost: queue full, no event buffer, device not live, reset */
 	uint64_t bad_target;    /* translations allowed by the IOMMU that landed outside RAM */
+	uint64_t polls;         /* polling spells: kicks off, the request queue watched (cfg.poll_us) */
+	uint64_t polled;        /* requests taken while polling, each one a guest exit saved */
 };
 
 struct virtio_iommu {
@@ -113,7 +115,7 @@ static inline uint64_t ctr_get(const uint64_t *c)
 }
 
 /* iommu_req.c: serve every available request on the request queue (queue_notify). */
-void viommu_serve_requests(struct virtio_iommu *v);
+unsigned int viommu_serve_requests(struct virtio_iommu *v);
 /* iommu_req.c: the domain with that id, or NULL. Called with the state lock held or on the IOMMU's thread. */
 struct viommu_dom *viommu_dom_find(const struct virtio_iommu *v, uint32_t id);
 /* iommu_req.c: detach every endpoint and destroy every domain (reset, free). Takes the state lock. */

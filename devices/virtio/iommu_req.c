@@ -464,7 +464,7 @@ static int serve_one(struct virtio_iommu *v, const struct virtq *q, const struct
  * away (UNMAP, ATTACH, DETACH) must not complete while a device copy through them may still run, and
  * one wait per batch covers all of them (a lazy guest sends its UNMAPs in batches).
  */
-void viommu_serve_requests(struct virtio_iommu *v)
+unsigned int viommu_serve_requests(struct virtio_iommu *v)
 {
 	struct virtq *q = virtio_queue(&v->dev, VIOMMU_REQUESTQ);
 	struct virtq_chain chain;
@@ -474,7 +474,7 @@ void viommu_serve_requests(struct virtio_iommu *v)
 	int r = 0;
 
 	if (!q)
-		return;
+		return 0;
 	/* Subscribers may gather the batch's invalidations and send them at its end, before any completion. */
 	viommu_batch(v, true);
 	/* At most a queue's worth is outstanding (virtq_pop refuses more), so the arrays cannot overflow. */
@@ -493,5 +493,6 @@ void viommu_serve_requests(struct virtio_iommu *v)
 	if (r < 0)
 		virtio_set_needs_reset(&v->dev);
 	if (n && virtio_notify_used(&v->dev, VIOMMU_REQUESTQ) < 0)
-		return;
+		return n; /* a failed interrupt is the transport's to report */
+	return n;
 }

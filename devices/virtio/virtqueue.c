@@ -24,6 +24,7 @@ struct virtq_used_elem {
 #define AVAIL_FLAGS 0u
 #define AVAIL_IDX 2u
 #define AVAIL_RING 4u
+#define USED_FLAGS 0u
 #define USED_IDX 2u
 #define USED_RING 4u
 
@@ -240,7 +241,7 @@ static int pop_in_section(struct virtq *q, struct virtq_chain *chain)
 	if (err)
 		return virtq_fail(q, err);
 	if (!pending) {
-		if (!q->event_idx)
+		if (!q->event_idx || q->kicks_off)
 			return 0;
 		/*
 		 * Ask for a kick on the next entry, then look again: the driver publishes idx before
@@ -267,7 +268,7 @@ static int pop_in_section(struct virtq *q, struct virtq_chain *chain)
 	if (err)
 		return virtq_fail(q, err);
 	q->last_avail_idx++;
-	if (q->event_idx) {
+	if (q->event_idx && !q->kicks_off) {
 		err = set_avail_event(q, q->last_avail_idx);
 		if (err)
 			return virtq_fail(q, err);
@@ -290,6 +291,44 @@ int virtq_pop(struct virtq *q, struct virtq_chain *chain)
 	r = pop_in_section(q, chain);
 	dma_end(q->as, dma);
 	return r;
+}
+
+int virtq_pending(struct virtq *q)
+{
+	unsigned int dma;
+	uint16_t pending = 0;
+	int err;
+
+	if (!q->ready || q->error)
+		return q->error;
+	dma = dma_begin(q->as);
+	err = avail_pending(q, &pending);
+	dma_end(q->as, dma);
+	return err ? virtq_fail(q, err) : pending;
+}
+
+int virtq_set_kicks(struct virtq *q, bool on)
+{
+	unsigned int dma;
+	uint16_t flags = on ? 0 : VRING_USED_F_NO_NOTIFY;
+	int err;
+
+	if (!q->ready || q->error)
+		return q->error;
+	q->kicks_off = !on;
+	dma = dma_begin(q->as);
+	/*
+	 * 2.7.10: with EVENT_IDX the driver kicks when its avail idx passes avail_event. One behind what
+	 * we took is behind anything it can add next; the flags word is then ignored by the driver.
+	 */
+	if (q->event_idx)
+		err = set_avail_event(q, on ? q->last_avail_idx : (uint16_t)(q->last_avail_idx - 1));
+	else
+		err = ring_store16(q, q->used + USED_FLAGS, flags, __ATOMIC_RELAXED);
+	dma_end(q->as, dma);
+	/* Our store before our next look at avail idx; the driver does the mirror (idx, then our word). */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return err ? virtq_fail(q, err) : 0;
 }
 
 int virtq_push(struct virtq *q, uint16_t head, uint32_t written)

@@ -24,6 +24,8 @@
 #define VIRTQ_DESC_F_INDIRECT 4u
 /* avail->flags: the driver asks for no used-buffer notifications (ignored with EVENT_IDX). */
 #define VRING_AVAIL_F_NO_INTERRUPT 1u
+/* used->flags: the device asks for no available-buffer notifications (ignored with EVENT_IDX). */
+#define VRING_USED_F_NO_NOTIFY 1u
 
 /* Ring layout sizes (bytes) and alignments from VIRTIO 1.2, 2.7. */
 #define VIRTQ_DESC_SIZE 16u
@@ -67,6 +69,7 @@ struct virtq {
 	bool event_idx;             /* VIRTIO_RING_F_EVENT_IDX negotiated */
 	bool indirect;              /* VIRTIO_RING_F_INDIRECT_DESC negotiated */
 	bool ready;
+	bool kicks_off;             /* the device polls: it asked the driver not to notify (virtq_set_kicks) */
 	int error;                  /* sticky: after a malformed chain the queue stays broken */
 };
 
@@ -88,6 +91,16 @@ void virtq_reset(struct virtq *q);
  * error the queue stays broken and the caller should mark the device NEEDS_RESET.
  */
 int virtq_pop(struct virtq *q, struct virtq_chain *chain) __attribute__((warn_unused_result));
+/* Chains the driver has made available that are not taken yet (>= 0), or -errno (the queue is then broken). */
+int virtq_pending(struct virtq *q) __attribute__((warn_unused_result));
+/*
+ * Ask the driver to stop (on = false) or resume (on = true) notifying new buffers, for a device that
+ * polls the avail ring meanwhile. Off: VRING_USED_F_NO_NOTIFY, or with EVENT_IDX an avail_event the
+ * driver has already passed, and pops leave it so. On: the flag cleared, or avail_event at the next
+ * entry, then a full barrier; the caller must look at virtq_pending() afterwards, since a buffer made
+ * available before the driver saw the change came with no kick. A no-op on a queue not ready.
+ */
+int virtq_set_kicks(struct virtq *q, bool on) __attribute__((warn_unused_result));
 /* Return a chain to the driver with written bytes. -EINVAL for a bad head, -EFAULT if the ring is unmapped. */
 int virtq_push(struct virtq *q, uint16_t head, uint32_t written) __attribute__((warn_unused_result));
 /* After one or more pushes: 1 if the driver wants an interrupt now, 0 if not, -errno. */

@@ -1,4 +1,5 @@
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <string.h>
 
 #include "vmm/cli.h"
@@ -239,4 +240,25 @@ Test(cli, device_errors_name_the_option)
 	};
 
 	check_bad_cases(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+Test(cli, iommu_poll)
+{
+	struct vm_config c;
+	enum cli_action a;
+	char err[256];
+
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--iommu"), 0, "%s", err);
+	cr_assert_eq(c.iommu_poll_us, MOAT_IOMMU_POLL_DEFAULT_US);
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--iommu", "--iommu-poll", "50"), 0, "%s", err);
+	cr_assert_eq(c.iommu_poll_us, 50);
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--iommu", "--iommu-poll=0"), 0, "%s", err);
+	cr_assert_eq(c.iommu_poll_us, 0);
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--iommu", "--iommu-poll=100001"), -EINVAL);
+	cr_assert_not_null(strstr(err, "--iommu-poll '100001' is not a number of microseconds from 0 to 100000"), "%s",
+			   err);
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--iommu", "--iommu-poll=fast"), -EINVAL);
+	cr_assert_not_null(strstr(err, "--iommu-poll 'fast'"), "%s", err);
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--iommu-poll=50"), -EINVAL);
+	cr_assert_str_eq(err, "--iommu-poll needs --iommu");
 }

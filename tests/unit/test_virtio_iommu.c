@@ -159,7 +159,10 @@ static uint32_t send_raw(struct tio *t, const void *rd, uint32_t rlen, uint32_t 
 	if (wlen)
 		memset(vqm_host(&t->rq, b[n - 1].addr, wlen), 0xa5, wlen);
 	vqm_publish(&t->rq, head);
+	/* As the transport does: the kick is handled with the device lock held (polling drops it between looks). */
+	pthread_mutex_lock(&t->dev->lock);
 	virtio_queue_notify(t->dev, RQ);
+	pthread_mutex_unlock(&t->dev->lock);
 	cr_assert_eq(vqm_used_idx(&t->rq), (uint16_t)(before + 1), "the request completed");
 	vqm_used_elem(&t->rq, before, &id, &used);
 	cr_assert_eq(id, head);
@@ -1904,4 +1907,162 @@ Test(virtio_iommu, detach_waits_for_a_copy_in_flight_and_other_endpoints_do_not_
 	cr_assert_eq(pthread_join(th, NULL), 0);
 	dma_end(t.as[1], s);
 	tio_down(&t);
+}
+
+/* ------------------------------------------------------------------ polling (cfg.poll_us) */
+
+struct poll_driver {
+	struct tio *t;
+	bool event_idx;
+	uint16_t head;      /* the MAP request it made available */
+	uint64_t status;    /* its tail, 0xa5... until written */
+	int saw_kicks_off;  /* the device had asked for no notifications when it published */
+	int completed;
+};
+
+static bool kicks_off_now(struct poll_driver *d)
+{
+	struct vqm *rq = &d->t->rq;
+
+	if (d->event_idx) /* the driver kicks when its new idx passes avail_event: one behind means never */
+		return vqm_avail_event(rq) == (uint16_t)(rq->avail_idx - 1);
+	return le16toh(*(volatile uint16_t *)vqm_host(rq, rq->used, 2)) & VRING_USED_F_NO_NOTIFY;
+}
+
+/* A driver on another vCPU: once the device polls, it makes a MAP available and never kicks. */
+static void *poll_driver_thread(void *arg)
+{
+	struct poll_driver *d = arg;
+	struct tio *t = d->t;
+	struct virtio_iommu_req_map m = map_req(1, IOVA, IOVA + K4 - 1, VQM_R1, RW);
+	struct vqm_buf b[2] = { { 0, sizeof(m) - TAIL, false }, { 0, TAIL, true } };
+	uint16_t before;
+
+	for (int i = 0; i < 5000 && !kicks_off_now(d); i++)
+		usleep(1000);
+	d->saw_kicks_off = kicks_off_now(d);
+	before = vqm_used_idx(&t->rq);
+	d->head = vqm_chain(&t->rq, b, 2);
+	memcpy(vqm_host(&t->rq, b[0].addr, b[0].len), &m, b[0].len);
+	memset(vqm_host(&t->rq, b[1].addr, TAIL), 0xa5, TAIL);
+	vqm_publish(&t->rq, d->head);
+	for (int i = 0; i < 5000 && vqm_used_idx(&t->rq) == before; i++)
+		usleep(1000);
+	d->completed = vqm_used_idx(&t->rq) != before;
+	d->status = *(uint8_t *)vqm_host(&t->rq, b[1].addr, 1);
+	return NULL;
+}
+
+static void polling_case(bool event_idx)
+{
+	struct viommu_config cfg = def_cfg;
+	struct tio t;
+	struct poll_driver d = { .t = &t, .event_idx = event_idx };
+	struct virtio_iommu_req_attach a = attach_req(1, EP_A, 0);
+	struct vqm_buf b[2] = { { 0, sizeof(a) - TAIL, false }, { 0, TAIL, true } };
+	pthread_t th;
+	uint16_t head;
+	void *host;
+	uint64_t run;
+
+	cfg.poll_us = 100000; /* the device waits up to 100 ms for the next request */
+	tio_up(&t, &cfg, event_idx ? 0 : VIRTIO_BIT(VIRTIO_RING_F_EVENT_IDX));
+	/* As Linux allocates its rings: zeroed (the mock fills guest memory with a pattern). */
+	*(uint16_t *)vqm_host(&t.rq, t.rq.used, 2) = 0;
+	cr_assert_not(kicks_off_now(&d));
+	cr_assert_eq(pthread_create(&th, NULL, poll_driver_thread, &d), 0);
+	/* The kick: the device serves ATTACH, then polls; the MAP comes in meanwhile without one. */
+	head = vqm_chain(&t.rq, b, 2);
+	memcpy(vqm_host(&t.rq, b[0].addr, b[0].len), &a, b[0].len);
+	memset(vqm_host(&t.rq, b[1].addr, TAIL), 0xa5, TAIL);
+	vqm_publish(&t.rq, head);
+	pthread_mutex_lock(&t.dev->lock);
+	virtio_queue_notify(t.dev, RQ);
+	pthread_mutex_unlock(&t.dev->lock);
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	cr_assert_eq(vqm_used_idx(&t.rq), 2, "one kick, two requests served");
+	cr_assert_eq(*(uint8_t *)vqm_host(&t.rq, b[1].addr, 1), S(OK), "ATTACH");
+	cr_assert(d.saw_kicks_off, "the device asked the driver not to notify while it polled");
+	cr_assert(d.completed, "the MAP made available without a kick was served");
+	cr_assert_eq(d.status, S(OK));
+	cr_assert_eq(tr(&t, 0, IOVA, 8, DMA_WRITE, &host, &run), 0, "the polled MAP took effect");
+	cr_assert_eq(host, vqm_host(&t.rq, VQM_R1, 8));
+	cr_assert_not(kicks_off_now(&d), "notifications are back on once the device stopped polling");
+	if (event_idx)
+		cr_assert_eq(vqm_avail_event(&t.rq), t.rq.avail_idx, "a kick is asked for the next request");
+	stats_have(&t, "polling: 1 spells, 1 requests taken without a kick");
+	stats_have(&t, "1 attach, 0 detach, 1 map");
+	tio_down(&t);
+}
+
+Test(virtio_iommu, polling_takes_requests_made_without_a_kick, .timeout = 30)
+{
+	polling_case(true);
+}
+
+Test(virtio_iommu, polling_without_event_idx_uses_the_used_flag, .timeout = 30)
+{
+	polling_case(false);
+}
+
+Test(virtio_iommu, polling_off_serves_only_kicked_requests)
+{
+	struct tio t;
+
+	tio_up(&t, NULL, 0);
+	cr_assert_eq(attach(&t, 1, EP_A, 0), S(OK));
+	cr_assert_eq(vqm_avail_event(&t.rq), t.rq.avail_idx, "a kick is asked for every request");
+	stats_have(&t, "polling: 0 spells, 0 requests taken without a kick");
+	tio_down(&t);
+}
+
+struct poll_resetter {
+	struct tio *t;
+	int done;
+};
+
+static void *poll_reset_thread(void *arg)
+{
+	struct poll_resetter *r = arg;
+	struct poll_driver d = { .t = r->t, .event_idx = true };
+
+	for (int i = 0; i < 5000 && !kicks_off_now(&d); i++)
+		usleep(1000);
+	/* A vCPU writing status 0 takes the device lock, which the polling thread drops between looks. */
+	pthread_mutex_lock(&r->t->dev->lock);
+	cr_assert_eq(virtio_set_status(r->t->dev, 0), 0);
+	pthread_mutex_unlock(&r->t->dev->lock);
+	r->done = 1;
+	return NULL;
+}
+
+Test(virtio_iommu, polling_ends_when_the_driver_resets_the_device, .timeout = 30)
+{
+	struct viommu_config cfg = def_cfg;
+	struct tio t;
+	struct poll_resetter r = { .t = &t };
+	pthread_t th;
+
+	cfg.poll_us = VIOMMU_POLL_MAX_US;
+	tio_up(&t, &cfg, 0);
+	cr_assert_eq(pthread_create(&th, NULL, poll_reset_thread, &r), 0);
+	cr_assert_eq(attach(&t, 1, EP_A, 0), S(OK)); /* returns once the reset ended the spell */
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	cr_assert(r.done);
+	cr_assert_eq(t.dev->status, 0);
+	tio_down(&t);
+}
+
+Test(virtio_iommu, poll_time_is_bounded)
+{
+	struct viommu_config cfg = def_cfg;
+	struct virtio_iommu *v = NULL;
+	struct vqm q;
+	char err[256];
+
+	vqm_init(&q, 16);
+	cfg.poll_us = VIOMMU_POLL_MAX_US + 1;
+	cr_assert_eq(virtio_iommu_new(&cfg, &q.as, &q.gm, &v, err, sizeof(err)), -EINVAL);
+	cr_assert_not_null(strstr(err, "poll time"), "%s", err);
+	vqm_fini(&q);
 }
