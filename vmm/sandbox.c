@@ -131,6 +131,7 @@ static const struct sandbox_rule device_rules[] = {
 	ALLOW(fdatasync), /* virtio-blk FLUSH */
 	ALLOW(fallocate), /* virtio-blk DISCARD, WRITE_ZEROES */
 	ALLOW(getrandom), /* virtio-rng */
+	ALLOW(sched_yield), /* virtio-iommu polling (--iommu-poll) gives way to the CPU's other threads */
 };
 
 /* vhost IOTLB threads: misses read from the vhost fd, UPDATEs written back; the stop eventfd. */

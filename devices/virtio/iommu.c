@@ -10,6 +10,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,15 +143,20 @@ static uint64_t mono_ns(void)
 	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
+/*
+ * Between two looks: a few pause instructions, then give way to any other thread wanting this CPU (the
+ * device's back ends, the vCPUs), so a polling spell takes only time nothing else wanted.
+ */
 static inline void poll_relax(void)
 {
-	for (int i = 0; i < 32; i++) {
+	for (int i = 0; i < 8; i++) {
 #if defined(__x86_64__) || defined(__i386__)
 		__builtin_ia32_pause();
 #elif defined(__aarch64__)
 		__asm__ __volatile__("yield");
 #endif
 	}
+	sched_yield();
 }
 
 static bool poll_should_stop(struct virtio_iommu *v, struct virtq *q)

@@ -3,10 +3,11 @@
 # device_args ARGS...: the scenario's extra arguments go to moat (EXTRA), except cmdline+=STR, appended to the
 # guest's command line (CMDLINE), dev+=OPTS, appended to the device's option (DEVOPTS, e.g. ",vhost=on"), and
 # xfer=BYTES (XFER), a checksummed transfer of that size each way (net.sh).
-# --iommu sets IOMMU=1 and asks moat for its exit report (--log-level info).
+# --iommu sets IOMMU=1 and asks moat for its exit report (--log-level info). --iommu-poll=US sets POLL.
 device_args() {
 	EXTRA=()
 	IOMMU=0
+	POLL=
 	DEVOPTS=
 	XFER=0
 	for a in "$@"; do
@@ -15,6 +16,7 @@ device_args() {
 		dev+=*) DEVOPTS="$DEVOPTS,${a#dev+=}" ;;
 		xfer=*) XFER=${a#xfer=} ;;
 		--iommu) IOMMU=1; EXTRA+=("$a") ;;
+		--iommu-poll=*) POLL=${a#--iommu-poll=}; EXTRA+=("$a") ;;
 		*) EXTRA+=("$a") ;;
 		esac
 	done
@@ -32,4 +34,12 @@ check_iommu() {
 	echo "iommu stats: $(grep 'stats: virtio-iommu' "$err" | tail -n 1)"
 	grep -qE 'requests: [0-9]+ attach, [0-9]+ detach, [1-9][0-9]* map' "$err" ||
 		fail+=("moat's exit report shows no MAP requests")
+	# Polling asked for: some requests must have been taken with the guest's notifications off.
+	if [ -n "$POLL" ] && [ "$POLL" != 0 ]; then
+		grep -qE 'polling: [1-9][0-9]* spells, [1-9][0-9]* requests taken without a kick' "$err" ||
+			fail+=("--iommu-poll=$POLL: moat's exit report shows no request taken while polling")
+	elif [ "$POLL" = 0 ]; then
+		grep -qE 'polling: 0 spells, 0 requests' "$err" ||
+			fail+=("--iommu-poll=0: moat's exit report shows polling")
+	fi
 }
