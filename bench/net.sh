@@ -16,6 +16,8 @@
 # starting with "base" (base, base-iommu-strict, ...) runs it with the options of the same "moat" name, and
 # each moat row gets the median of its per-run ratios to that base row (runs of a pair are adjacent).
 #
+# A moat name with the IOMMU ending in -poll (moat-iommu-poll, moat-iommu-strict-poll, moat-vhost-iommu-poll...)
+# adds --iommu-poll MOAT_BENCH_IOMMU_POLL (microseconds, default 50); -nopoll adds --iommu-poll 0.
 # Environment: MOAT_BENCH_NET_ARGS (more moat options), MOAT_BENCH_GUEST_ARGS (more guest kernel arguments).
 # Median of N interleaved runs (default 3) of S seconds (default 10) per direction. Everything happens in
 # network namespaces this script creates, and in ONE session: on this host if its KVM is hardware
@@ -29,6 +31,7 @@ SECS=10
 VMMS="moat qemu"
 INNER=0
 EXTRA_MOAT=${MOAT_BENCH_NET_ARGS:-}
+POLL_US=${MOAT_BENCH_IOMMU_POLL:-50}
 
 usage() { echo "usage: $0 [--arch x86_64] [--runs N] [--secs S] [--vmms \"moat qemu\"] [--base MOAT_BINARY]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -136,6 +139,11 @@ guest_run() {
 		;;
 	esac
 	case $v in *-strict|*-strict-*) cmdline="$cmdline iommu.strict=1" ;; esac
+	# moat's request-queue polling (--iommu-poll): -poll sets it, -nopoll turns it off.
+	case $v in
+	moat*-iommu*-nopoll* | base*-iommu*-nopoll*) moat_iommu+=(--iommu-poll 0) ;;
+	moat*-iommu*-poll* | base*-iommu*-poll*) moat_iommu+=(--iommu-poll "$POLL_US") ;;
+	esac
 	case $v in
 	moat* | base*)
 		local bin=$MOAT
@@ -179,6 +187,10 @@ guest_run() {
 		tr -d '\r' <"$con" | sed -n '/BUG\|Oops\|general protection fault\|Kernel panic\|WARNING:/,$p' | head -n 80 |
 			sed 's/^/  guest| /' >&2
 	fi
+	# With MOAT_IOTLB set (off or verify, a debugging switch), moat's IOMMU report of every run.
+	if [ -n "${MOAT_IOTLB:-}" ] && [ -n "$up" ] && [ -n "$down" ]; then
+		grep 'stats: virtio-iommu' "$W/$v.err" 2>/dev/null | tail -n 1 | sed "s/^/  $v| /" >&2
+	fi
 	if [ -n "$up" ] && [ -n "$down" ]; then
 		# vhost behind the IOMMU: IOTLB misses and the miss-service median and p99 from moat's exit report.
 		local st misses p50 p99 inval merged
@@ -190,6 +202,11 @@ guest_run() {
 		merged=$(sed -n 's/.* \([0-9]*\) unmaps merged.*/\1/p' <<<"$st")
 		echo "$up $down ${misses:--} ${p50:--} ${p99:--} ${inval:--} ${merged:--}"
 	else
+		# moat's exit report of a failed run (its device and IOMMU counters: faults, requests, IOTLB) on stderr.
+		if grep -q 'stats:' "$W/$v.err" 2>/dev/null; then
+			echo "--- $v: moat's exit report" >&2
+			grep -E 'stats:|warn|error' "$W/$v.err" | tail -n 12 | sed 's/^/  moat| /' >&2
+		fi
 		# The guest's last console lines too: a guest that crashed (a triple fault) says where only there.
 		echo "fail exit $rc; $(tr -d '\r' <"$con" 2>/dev/null | grep -E 'FAIL|panic' | head -n 2 | tr '\n' ' ')$(tail -n 2 "$W/$v.err" | tr '\n' ' '); console: $(tr -d '\r' <"$con" 2>/dev/null | tail -n 4 | tr '\n' '|')"
 	fi

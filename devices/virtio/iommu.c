@@ -347,6 +347,13 @@ int virtio_iommu_new(const struct viommu_config *cfg, const struct dma_as *as, s
 	}
 	v->cfg = *cfg;
 	v->gm = gm;
+	{
+		/* A debugging switch, read once at start-up; anything unknown leaves the IOTLB on. */
+		const char *m = getenv("MOAT_IOTLB");
+
+		v->tlb_mode = !m ? VIOMMU_TLB_ON : !strcmp(m, "off") ? VIOMMU_TLB_OFF :
+			      !strcmp(m, "verify") ? VIOMMU_TLB_VERIFY : VIOMMU_TLB_ON;
+	}
 	dma_as_init_identity(&v->gm_as, gm);
 	v->lim = (struct iommu_limits){
 		.input_start = 0,
@@ -480,4 +487,10 @@ void virtio_iommu_stats(const struct virtio_iommu *v, char *buf, size_t len)
 	append(buf, len, &pos, "; iotlb: %llu hits, %llu misses, %llu entries invalidated, %llu stale fills dropped",
 	       (unsigned long long)tlb.hits, (unsigned long long)tlb.misses, (unsigned long long)tlb.dropped,
 	       (unsigned long long)tlb.stale_fills);
+	if (v->tlb_mode == VIOMMU_TLB_OFF)
+		append(buf, len, &pos, " (MOAT_IOTLB=off: not used)");
+	if (v->tlb_mode == VIOMMU_TLB_VERIFY)
+		append(buf, len, &pos, "; MOAT_IOTLB=verify: %llu hits checked, %llu STALE (first at iova 0x%llx)",
+		       (unsigned long long)ctr_get(&c->verified), (unsigned long long)ctr_get(&c->stale),
+		       (unsigned long long)__atomic_load_n(&v->stale_iova, __ATOMIC_RELAXED));
 }

@@ -235,6 +235,27 @@ static int ep_walk(struct viommu_endpoint *ep, uint64_t iova, uint64_t len, unsi
 	return err == -ERANGE ? err : err ? -EFAULT : 0;
 }
 
+/*
+ * MOAT_IOTLB=verify: a hit must agree with a walk of the page table done now, unless the IOTLB was
+ * invalidated since the lookup began (an UNMAP in flight, which waits for this access's section).
+ */
+static void ep_verify_hit(struct viommu_endpoint *ep, uint64_t gen, uint64_t iova, uint64_t len, unsigned int perm,
+			  void *host, uint64_t run)
+{
+	struct viommu_fault_rec f = { .reason = 0 };
+	void *h = NULL;
+	uint64_t r = 0;
+	int err = ep_walk(ep, iova, len, perm, &h, &r, &f);
+
+	if (iotlb_gen(&ep->tlb) != gen)
+		return;
+	ctr_add(&ep->v->ctr.verified, 1);
+	if (err || h != host || r < run) {
+		if (__atomic_fetch_add(&ep->v->ctr.stale, 1, __ATOMIC_RELAXED) == 0)
+			__atomic_store_n(&ep->v->stale_iova, iova, __ATOMIC_RELAXED);
+	}
+}
+
 static int ep_translate(const struct dma_as *as, uint64_t iova, uint64_t len, unsigned int perm, void **host,
 			uint64_t *run)
 {
@@ -246,8 +267,14 @@ static int ep_translate(const struct dma_as *as, uint64_t iova, uint64_t len, un
 
 	if (!len || !perm || (perm & ~(DMA_READ | DMA_WRITE)))
 		return -EFAULT;
-	if (iotlb_lookup(&ep->tlb, iova, len, perm, host, run))
+	if (ep->v->tlb_mode == VIOMMU_TLB_OFF)
+		goto walk;
+	gen = iotlb_gen(&ep->tlb);
+	if (iotlb_lookup(&ep->tlb, iova, len, perm, host, run)) {
+		if (ep->v->tlb_mode == VIOMMU_TLB_VERIFY)
+			ep_verify_hit(ep, gen, iova, len, perm, *host, *run);
 		return 0;
+	}
 	/* Before the walk: an invalidation from here on makes the fill below a no-op. */
 	gen = iotlb_gen(&ep->tlb);
 	/* The whole page the access starts in, and EP_TLB_SPAN past it, so the accesses that follow hit. */
@@ -262,6 +289,7 @@ static int ep_translate(const struct dma_as *as, uint64_t iova, uint64_t len, un
 		*run = r - skip < len ? r - skip : len;
 		return 0;
 	}
+walk:
 	/* The access itself decides: a refusal at the page start need not be one at iova (RAM may start mid-page). */
 	f = (struct viommu_fault_rec){ .reason = 0 };
 	err = ep_walk(ep, iova, len, perm, host, run, &f);

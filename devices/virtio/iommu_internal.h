@@ -75,11 +75,18 @@ struct viommu_counters {
 	uint64_t bad_target;    /* translations allowed by the IOMMU that landed outside RAM */
 	uint64_t polls;         /* polling spells: kicks off, the request queue watched (cfg.poll_us) */
 	uint64_t polled;        /* requests taken while polling, each one a guest exit saved */
+	uint64_t verified;      /* MOAT_IOTLB=verify: IOTLB hits checked against a page-table walk */
+	uint64_t stale;         /* ... that disagreed with it (a bug: the cache kept what the guest unmapped) */
 };
+
+/* MOAT_IOTLB (debugging): on (default), off (every translation walks the page table), verify (hits are checked). */
+enum viommu_tlb_mode { VIOMMU_TLB_ON, VIOMMU_TLB_OFF, VIOMMU_TLB_VERIFY };
 
 struct virtio_iommu {
 	struct virtio_dev dev; /* first: the ops get &dev */
 	struct viommu_config cfg;
+	enum viommu_tlb_mode tlb_mode;
+	uint64_t stale_iova;    /* the first stale hit, for the report */
 	struct guest_memory *gm;
 	struct dma_as gm_as;    /* identity over gm: where translated addresses become host pointers */
 	struct iommu_limits lim;

@@ -2066,3 +2066,34 @@ Test(virtio_iommu, poll_time_is_bounded)
 	cr_assert_not_null(strstr(err, "poll time"), "%s", err);
 	vqm_fini(&q);
 }
+
+/* ------------------------------------------------------------------ MOAT_IOTLB (debugging switch) */
+
+static void iotlb_mode_case(const char *mode, const char *want)
+{
+	struct tio t;
+
+	cr_assert_eq(setenv("MOAT_IOTLB", mode, 1), 0);
+	tio_up(&t, NULL, 0);
+	unsetenv("MOAT_IOTLB");
+	cr_assert_eq(attach(&t, 1, EP_A, 0), S(OK));
+	cr_assert_eq(map(&t, 1, IOVA, IOVA + 0xffff, VQM_R2, RW), S(OK));
+	for (int i = 0; i < 4; i++)
+		expect_tr(&t, 0, IOVA + 0x100 * i, 0x100, DMA_READ, VQM_R2 + 0x100 * i, 0x100);
+	cr_assert_eq(unmap(&t, 1, IOVA, IOVA + 0xffff), S(OK));
+	expect_no_tr(&t, 0, IOVA, DMA_READ);
+	stats_have(&t, want);
+	tio_down(&t);
+}
+
+Test(virtio_iommu, iotlb_verify_checks_every_hit_against_the_page_table)
+{
+	iotlb_mode_case("verify", "iotlb: 3 hits, 2 misses");
+	iotlb_mode_case("verify", "MOAT_IOTLB=verify: 3 hits checked, 0 STALE");
+}
+
+Test(virtio_iommu, iotlb_off_walks_every_time)
+{
+	iotlb_mode_case("off", "iotlb: 0 hits, 0 misses");
+	iotlb_mode_case("off", "(MOAT_IOTLB=off: not used)");
+}
