@@ -17,7 +17,8 @@
 # each moat row gets the median of its per-run ratios to that base row (runs of a pair are adjacent).
 #
 # A moat name with the IOMMU ending in -poll (moat-iommu-poll, moat-iommu-strict-poll, moat-vhost-iommu-poll...)
-# adds --iommu-poll MOAT_BENCH_IOMMU_POLL (microseconds, default 50); -nopoll adds --iommu-poll 0.
+# adds --iommu-poll MOAT_BENCH_IOMMU_POLL (microseconds, default 50), -pollN --iommu-poll N; -nopoll adds
+# --iommu-poll 0.
 # Environment: MOAT_BENCH_NET_ARGS (more moat options), MOAT_BENCH_GUEST_ARGS (more guest kernel arguments).
 # Median of N interleaved runs (default 3) of S seconds (default 10) per direction. Everything happens in
 # network namespaces this script creates, and in ONE session: on this host if its KVM is hardware
@@ -142,7 +143,11 @@ guest_run() {
 	# moat's request-queue polling (--iommu-poll): -poll sets it, -nopoll turns it off.
 	case $v in
 	moat*-iommu*-nopoll* | base*-iommu*-nopoll*) moat_iommu+=(--iommu-poll 0) ;;
-	moat*-iommu*-poll* | base*-iommu*-poll*) moat_iommu+=(--iommu-poll "$POLL_US") ;;
+	moat*-iommu*-poll* | base*-iommu*-poll*)
+		local us=${v##*-poll}
+		[[ $us =~ ^[0-9]+$ ]] || us=$POLL_US
+		moat_iommu+=(--iommu-poll "$us")
+		;;
 	esac
 	case $v in
 	moat* | base*)

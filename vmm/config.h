@@ -49,7 +49,7 @@ struct vm_config {
 };
 
 /* --iommu-poll: default and most, in microseconds (devices/virtio/iommu.h, viommu_config.poll_us). */
-#define MOAT_IOMMU_POLL_DEFAULT_US 0
+#define MOAT_IOMMU_POLL_DEFAULT_US 500
 #define MOAT_IOMMU_POLL_MAX_US 100000u
 
 /* Exit statuses, documented in --help and README.md. */

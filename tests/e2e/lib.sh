@@ -34,7 +34,12 @@ check_iommu() {
 	echo "iommu stats: $(grep 'stats: virtio-iommu' "$err" | tail -n 1)"
 	grep -qE 'requests: [0-9]+ attach, [0-9]+ detach, [1-9][0-9]* map' "$err" ||
 		fail+=("moat's exit report shows no MAP requests")
-	# Polling asked for: some requests must have been taken with the guest's notifications off.
+	# Polling (asked for, or moat's default): some requests must have been taken with the guest's notifications
+	# off. The default is read from moat's --help.
+	if [ -z "$POLL" ]; then
+		POLL=$("$MOAT_BIN" --help | sed -n '/--iommu-poll/,/default:/p' | sed -n 's/.*\[default: \([0-9]*\)\].*/\1/p')
+		[ -n "$POLL" ] || fail+=("cannot read --iommu-poll's default from moat --help")
+	fi
 	if [ -n "$POLL" ] && [ "$POLL" != 0 ]; then
 		grep -qE 'polling: [1-9][0-9]* spells, [1-9][0-9]* requests taken without a kick' "$err" ||
 			fail+=("--iommu-poll=$POLL: moat's exit report shows no request taken while polling")
