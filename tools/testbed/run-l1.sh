@@ -285,6 +285,9 @@ fi
 	fi
 	if [ -s "$T/kernel.log" ] && [ $VERBOSE = 0 ]; then
 		echo "run-l1: last lines of L1's kernel log:"
+		# The task the kernel was running when it died (its name tells whose thread it was), if the tail misses it.
+		tail -n 40 "$T/kernel.log" | grep -q 'Comm:' ||
+			grep -a 'Comm:' "$T/kernel.log" | tail -n 1 | tr -d '\r' | sed 's/^/  k| /' || true
 		tail -n 40 "$T/kernel.log" | tr -d '\r' | sed 's/^/  k| /' || true
 	fi
 	if [ -s "$T/qemu.err" ]; then
