@@ -130,8 +130,9 @@ static void viommu_queue_notify(struct virtio_dev *dev, unsigned int queue)
  * posts it), or after VIOMMU_POLL_SPELL_NS of steady requests (the loop gets a turn, the next kick
  * starts a new spell); the notifications go back on, then one more look, since a request made
  * before the driver saw them on came without a kick. moat stops the vCPUs before the device
- * threads, so a spell never holds up moat's exit for longer than poll_us. dev->lock is held on entry and exit, and dropped between looks so the
- * vCPUs reach the device's registers (a reset in between makes the queue not ready: the spell ends).
+ * threads, so a spell never holds up moat's exit for longer than poll_us. dev->lock is held on entry
+ * and exit, and dropped between looks so the vCPUs reach the device's registers (a reset in between
+ * makes the queue not ready: the spell ends).
  */
 #define VIOMMU_POLL_SPELL_NS (1000ull * 1000 * 1000)
 
@@ -376,8 +377,8 @@ int virtio_iommu_new(const struct viommu_config *cfg, const struct dma_as *as, s
 		r = set_err(err, errlen, -errno, "cannot create the virtio-iommu fault eventfd: %s", strerror(errno));
 		goto fail;
 	}
-	r = virtio_dev_init(&v->dev, cfg->poll_us ? &viommu_poll_ops : &viommu_ops, VIRTIO_ID_IOMMU, VIOMMU_FEATURES, 2, sizes, as,
-			    (struct virtio_irq){ 0 });
+	r = virtio_dev_init(&v->dev, cfg->poll_us ? &viommu_poll_ops : &viommu_ops, VIRTIO_ID_IOMMU, VIOMMU_FEATURES,
+			    2, sizes, as, (struct virtio_irq){ 0 });
 	if (r) {
 		set_err(err, errlen, r, "cannot set up the virtio-iommu device");
 		goto fail;

@@ -269,10 +269,13 @@ static int ep_translate(const struct dma_as *as, uint64_t iova, uint64_t len, un
 		return -EFAULT;
 	if (ep->v->tlb_mode == VIOMMU_TLB_OFF)
 		goto walk;
-	gen = iotlb_gen(&ep->tlb);
-	if (iotlb_lookup(&ep->tlb, iova, len, perm, host, run)) {
-		if (ep->v->tlb_mode == VIOMMU_TLB_VERIFY)
+	if (ep->v->tlb_mode == VIOMMU_TLB_VERIFY) {
+		gen = iotlb_gen(&ep->tlb);
+		if (iotlb_lookup(&ep->tlb, iova, len, perm, host, run)) {
 			ep_verify_hit(ep, gen, iova, len, perm, *host, *run);
+			return 0;
+		}
+	} else if (iotlb_lookup(&ep->tlb, iova, len, perm, host, run)) {
 		return 0;
 	}
 	/* Before the walk: an invalidation from here on makes the fill below a no-op. */

@@ -492,7 +492,8 @@ unsigned int viommu_serve_requests(struct virtio_iommu *v)
 	/* A malformed chain, or guest memory gone from under one: the queue is broken until a reset. */
 	if (r < 0)
 		virtio_set_needs_reset(&v->dev);
-	if (n && virtio_notify_used(&v->dev, VIOMMU_REQUESTQ) < 0)
-		return n; /* a failed interrupt is the transport's to report */
+	/* A ring fault while notifying marks the device NEEDS_RESET in virtio_notify_used itself. */
+	if (n)
+		virtio_notify_used(&v->dev, VIOMMU_REQUESTQ);
 	return n;
 }
