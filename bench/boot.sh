@@ -230,3 +230,44 @@ if [ ${#seen[@]} -gt 0 ]; then
 	read -r med _ <<<"$(stats "${seen[*]}")"
 	echo "moat start-up (process start to the first KVM_RUN line read from its stderr): median $(printf '%.0f' "$med") us"
 fi
+
+# ------------------------------------------------------------------ each VMM's floor (arm64)
+# The same VMM command line with a kernel that powers the VM off at its first instruction (PSCI SYSTEM_OFF):
+# start-up, the vCPU's first entry and the tear-down, without the guest's own work. A VMM's time to the marker
+# less its floor is what its guest took; where that is the same for two VMMs, no VMM can go below it.
+if [ "$ARCH" != arm64 ]; then
+	echo "floor: not measured for $ARCH (it needs a kernel image that powers off at once; only arm64 has one here)"
+	exit 0
+fi
+le32() { printf "\\\\x%02x\\\\x%02x\\\\x%02x\\\\x%02x" $(($1 & 255)) $(($1 >> 8 & 255)) $(($1 >> 16 & 255)) $(($1 >> 24 & 255)); }
+# arm64 Image header: b +64, text_offset 0, image_size 64 KiB, flags 0, ..., magic "ARM\x64" at 0x38.
+hdr="$(le32 0x14000010)$(le32 0)$(le32 0)$(le32 0)$(le32 0x10000)$(le32 0)$(le32 0)$(le32 0)"
+hdr+="$(le32 0)$(le32 0)$(le32 0)$(le32 0)$(le32 0)$(le32 0)$(le32 0x644d5241)$(le32 0)"
+# movz x0, #0x8; movk x0, #0x8400, lsl 16 (SYSTEM_OFF); hvc #0; b .
+code="$(le32 0xd2800100)$(le32 0xf2b08000)$(le32 0xd4000002)$(le32 0x14000000)"
+printf "$hdr$code" >"$W/off.Image"
+truncate -s 65536 "$W/off.Image"
+declare -A FLOOR=()
+for n in $(seq "$RUNS"); do
+	for v in "${VMMS[@]}"; do
+		[ -n "${TIMES[$v]}" ] || continue
+		vmm_cmd "$v"
+		for i in "${!CMD[@]}"; do [ "${CMD[$i]}" != "$KERNEL" ] || CMD[i]=$W/off.Image; done
+		res=$W/$v.floor.$n.res
+		"$LINETIME" -t "$RUN_TIMEOUT" -l "$W/$v.floor.$n.log" -m MOAT_NO_SUCH_LINE -- "${CMD[@]}" >"$res"
+		if [ "$(val exit "$res")" = 0 ]; then
+			FLOOR[$v]+="$(val wall "$res") "
+		else
+			echo "  floor run $n $v: exit $(val exit "$res"): $(tail -n 2 "$W/$v.floor.$n.log" | tr '\n' '|')"
+		fi
+	done
+done
+echo
+echo "floor: the same command lines with a kernel that powers off at its first instruction (start to exit)"
+printf '%-14s %5s %9s %8s %8s %18s\n' VMM runs "floor s" "min s" "max s" "marker - floor s"
+for v in "${VMMS[@]}"; do
+	[ -n "${FLOOR[$v]:-}" ] || continue
+	read -r med min max cnt <<<"$(stats "${FLOOR[$v]}")"
+	read -r tot _ <<<"$(stats "${TIMES[$v]}")"
+	printf '%-14s %5s %9s %8s %8s %18s\n' "$v" "$cnt" "$med" "$min" "$max" "$(awk -v a="$tot" -v b="$med" 'BEGIN { printf "%.3f", a - b }')"
+done
