@@ -19,7 +19,9 @@
 # A moat name with the IOMMU ending in -poll (moat-iommu-poll, moat-iommu-strict-poll, moat-vhost-iommu-poll...)
 # adds --iommu-poll MOAT_BENCH_IOMMU_POLL (microseconds, default 50), -pollN --iommu-poll N; -nopoll adds
 # --iommu-poll 0.
-# Environment: MOAT_BENCH_NET_ARGS (more moat options), MOAT_BENCH_GUEST_ARGS (more guest kernel arguments).
+# Environment: MOAT_BENCH_NET_ARGS (more moat options), MOAT_BENCH_GUEST_ARGS (more guest kernel arguments),
+# MOAT_BENCH_PROFILE (a command run where the VMMs run as each iperf3 starts, say "bench/kvm-exits.sh 6").
+# Every run prints the CPU use of this machine (by thread) and of the guest during each iperf3.
 # Median of N interleaved runs (default 3) of S seconds (default 10) per direction. Everything happens in
 # network namespaces this script creates, and in ONE session: on this host if its KVM is hardware
 # virtualization, else inside one L1 of the nested test bed (figures from different sessions do not compare).
@@ -102,6 +104,9 @@ cleanup() {
 }
 trap cleanup EXIT
 ip link set lo up
+# A FIFO nobody writes: "read -t" on it is a sleep without a process.
+mkfifo "$W/tick"
+exec {TICK}<>"$W/tick"
 # A fresh iperf3 server for each guest: one whose client vanished mid-test (a guest that crashed) stays busy
 # with that test and would fail every later run of the session.
 srv=
@@ -119,6 +124,52 @@ server_stop() {
 	kill -KILL "$srv" 2>/dev/null || true
 	wait "$srv" 2>/dev/null || true
 	srv=
+}
+
+# cpu_snap PID: the time now (s), this machine's busy and total CPU ticks, then "ticks name" for each thread of
+# PID (by name) and for the iperf3 server.
+cpu_snap() {
+	local t s name u n s0 i w q sq st
+	echo "$EPOCHREALTIME"
+	read -r _ u n s0 i w q sq st _ </proc/stat
+	echo "$((u + n + s0 + q + sq + st)) $((u + n + s0 + i + w + q + sq + st))"
+	# Builtins only: a sample must be quick and not load the machine it measures.
+	for t in /proc/"$1"/task/* ${srv:+/proc/$srv}; do
+		read -r s 2>/dev/null <"$t/stat" || continue
+		read -r name 2>/dev/null <"$t/comm" || name=?
+		name=${name// /_}
+		[ "$t" != "/proc/$srv" ] || name=iperf3-server
+		s=${s##*) }
+		# shellcheck disable=SC2086
+		set -- $s
+		echo "$((${12} + ${13})) $name"
+	done
+}
+# cpu_report VMM DIRECTION BEFORE AFTER CONSOLE: CPUs used meanwhile (CPU-seconds per second), by thread name,
+# the rest of this machine (kernel threads: softirq, vhost, the TAP), and the guest's own busy share.
+cpu_report() {
+	local hz guest
+	hz=$(getconf CLK_TCK)
+	guest=$(tr -d '\r' <"$5" | sed -n "s/^IPERF_$2_CPU=//p" | head -n 1)
+	awk -v hz="$hz" -v v="$1" -v d="$2" -v g="${guest:--}" -v ncpu="$(nproc)" '
+		{ f = FILENAME == ARGV[1] ? 1 : 2 }
+		FNR == 1 { t[f] = $1; next }
+		FNR == 2 { busy[f] = $1; next }
+		{ th[f, $2] += $1; names[$2] = 1 }
+		END {
+			wall = t[2] - t[1]
+			if (wall <= 0) exit
+			all = (busy[2] - busy[1]) / hz / wall
+			line = sprintf("  cpu %s %s (%.1f s): this machine %.2f of %d CPUs:", v, tolower(d), wall, all, ncpu)
+			used = 0
+			for (n in names) {
+				c = (th[2, n] - th[1, n]) / hz / wall
+				used += c
+				if (c >= 0.01)
+					line = line sprintf(" %s %.2f", n, c)
+			}
+			printf "%s, other %.2f; the guest busy %s%%\n", line, all - used, g
+		}' "$3" "$4"
 }
 
 # guest_run VMM: one boot; prints "UP DOWN" in Mbit/s, or "fail REASON".
@@ -172,16 +223,48 @@ guest_run() {
 		;;
 	esac
 	PIDS+=("$pid")
-	while [ $waited -lt 900 ]; do
-		grep -q MOAT_NET_WAIT "$con" 2>/dev/null && break
+	# Every 0.2 s (shell builtins only, not to load the machine measured): the guest's MOAT_IPERF_BEGIN/END
+	# lines start and end a CPU sample of this machine.
+	local marks=0 seen line ready PROF=
+	while [ $waited -lt 4500 ]; do
+		seen=0 ready=0
+		while IFS= read -r line; do
+			case $line in
+			MOAT_IPERF_*) seen=$((seen + 1)) ;;
+			MOAT_NET_WAIT*) ready=1 ;;
+			esac
+		done 2>/dev/null <"$con"
+		# One sample per new line: a late look may find END and the next BEGIN (or MOAT_NET_WAIT) at once.
+		while [ $marks -lt 4 ] && [ $seen -gt $marks ]; do
+			cpu_snap "$pid" >"$W/cpu.$marks"
+			# MOAT_BENCH_PROFILE: a command run when each iperf3 starts, its output in the bench log.
+			if [ -n "${MOAT_BENCH_PROFILE:-}" ] && [ $((marks % 2)) = 0 ]; then
+				(cd "$REPO" && bash -c "$MOAT_BENCH_PROFILE" profile >>"$W/profile" 2>&1 </dev/null) &
+				PROF=$!
+			fi
+			marks=$((marks + 1))
+		done
+		[ $ready = 0 ] || break
 		kill -0 "$pid" 2>/dev/null || break
-		sleep 1
+		read -r -t 0.2 -u "$TICK" || true
 		waited=$((waited + 1))
 	done
 	if grep -q MOAT_NET_WAIT "$con" 2>/dev/null; then
 		{ exec 3<>"/dev/tcp/$GUEST_IP/5555" && echo bye >&3 && exec 3>&-; } 2>/dev/null || true
 	fi
 	wait "$pid" || rc=$?
+	if [ -n "$PROF" ]; then
+		wait "$PROF" 2>/dev/null || true
+		PROF=
+	fi
+	if [ -s "$W/profile" ]; then
+		sed "s/^/  $v| /" "$W/profile" >&2
+		rm -f "$W/profile"
+	fi
+	# The guest says BEGIN and END for the upload, then for the download.
+	[ $marks -lt 2 ] || cpu_report "$v" UP "$W/cpu.0" "$W/cpu.1" "$con" >&2
+	[ $marks -lt 4 ] || cpu_report "$v" DOWN "$W/cpu.2" "$W/cpu.3" "$con" >&2
+	rm -f "$W"/cpu.?
 	local up down
 	up=$(tr -d '\r' <"$con" 2>/dev/null | sed -n 's/^IPERF_UP_MBPS=//p' | head -n 1)
 	down=$(tr -d '\r' <"$con" 2>/dev/null | sed -n 's/^IPERF_DOWN_MBPS=//p' | head -n 1)

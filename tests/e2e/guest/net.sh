@@ -32,15 +32,29 @@ if ping -c 3 -W 5 "$peer" >/tmp/ping.out 2>&1; then
 else
 	echo "PING_HOST_FAIL"; cat /tmp/ping.out
 fi
-# rate DIRECTION ARGS: iperf3's receiver line, in Mbit/s.
+# busy: this guest's busy and total CPU ticks since boot (/proc/stat), "BUSY TOTAL".
+busy() {
+	read -r _ u n s i w q sq st _ </proc/stat
+	echo "$((u + n + s + q + sq + st)) $((u + n + s + i + w + q + sq + st))"
+}
+# rate DIRECTION ARGS: iperf3's receiver line, in Mbit/s, and how busy the guest's CPUs were meanwhile (%).
+# MOAT_IPERF_BEGIN/END NAME tell a benchmark on the host when to sample its own CPU use.
 rate() {
 	name=$1
 	shift
+	c0=$(busy)
+	echo "MOAT_IPERF_BEGIN $name"
 	if iperf3 -c "$peer" -t "$secs" -f m "$@" >/tmp/iperf.out 2>&1; then
+		echo "MOAT_IPERF_END $name"
 		echo "$name=$(awk '/receiver/ { print $(NF-2) }' /tmp/iperf.out | tail -n 1)"
 	else
+		echo "MOAT_IPERF_END $name"
 		echo "${name}_FAIL"; tail -n 5 /tmp/iperf.out
 	fi
+	c1=$(busy)
+	# shellcheck disable=SC2086
+	set -- $c0 $c1
+	echo "${name%_MBPS}_CPU=$(($4 > $2 ? ($3 - $1) * 100 / ($4 - $2) : 0))"
 }
 rate IPERF_UP_MBPS
 rate IPERF_DOWN_MBPS -R
