@@ -34,6 +34,12 @@ static void iommu_holder_free(void *p)
 	free(h);
 }
 
+/* A virtio device's queues in the report ("moat: stats: queues of virtio-net: queue 0: avail ..."). */
+static void queue_stats(void *p, char *buf, size_t len)
+{
+	virtio_describe_queues(p, buf, len);
+}
+
 static void iommu_stats(void *p, char *buf, size_t len)
 {
 	virtio_iommu_stats(((struct iommu_holder *)p)->iommu, buf, len);
@@ -65,6 +71,8 @@ static int add_iommu(struct vm *vm, struct virtio_iommu **out, char *err, size_t
 	r = virtio_pci_add(vm, virtio_iommu_dev(h->iommu), iommu_holder_free, h, &bdf, err, errlen);
 	if (!r)
 		r = vm_add_stats(vm, "virtio-iommu", iommu_stats, h);
+	if (!r)
+		r = vm_add_stats(vm, "queues of virtio-iommu", queue_stats, virtio_iommu_dev(h->iommu));
 	if (r)
 		return r;
 	vm->iommu_topo.present = true;
@@ -159,6 +167,8 @@ static int add_net(struct vm *vm, struct virtio_iommu *iommu, const struct net_c
 		endpoint_placed(vm, virtio_net_dev(np->net), ep, bdf);
 	if (!r)
 		r = vm_add_stats(vm, "virtio-net", net_stats, np);
+	if (!r)
+		r = vm_add_stats(vm, "queues of virtio-net", queue_stats, virtio_net_dev(np->net));
 	return r;
 }
 
@@ -342,6 +352,8 @@ static int add_disk(struct vm *vm, struct virtio_iommu *iommu, const struct blk_
 		endpoint_placed(vm, virtio_blk_dev(h->blk), ep, bdf);
 	if (!r)
 		r = vm_add_stats(vm, "virtio-blk", blk_stats, h);
+	if (!r)
+		r = vm_add_stats(vm, "queues of virtio-blk", queue_stats, virtio_blk_dev(h->blk));
 	return r;
 }
 

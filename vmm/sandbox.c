@@ -109,8 +109,10 @@ static const struct sandbox_rule vcpu_rules[] = {
 	ALLOW_IOCTL(VHOST_SET_VRING_CALL),
 	ALLOW_IOCTL(VHOST_NET_SET_BACKEND),
 #ifdef KVM_GET_SREGS
-	ALLOW_IOCTL(KVM_GET_REGS),       /* a triple fault's report says where the guest was */
+	ALLOW_IOCTL(KVM_GET_REGS),       /* a triple fault's or --timeout's report says where the guest was */
 	ALLOW_IOCTL(KVM_GET_SREGS),
+#else
+	ALLOW_IOCTL(KVM_GET_ONE_REG),    /* arm64: a --timeout's report says where the guest was */
 #endif
 };
 

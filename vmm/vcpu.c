@@ -140,6 +140,14 @@ void vcpu_run_loop(struct vcpu *vcpu)
 					run->exit_reason);
 		}
 	}
+	/* A guest that stopped making progress: say where each vCPU was when the --timeout took it. */
+	if (vm_stop_reason(vm) == VM_STOP_TIMEOUT) {
+		char where[256];
+
+		arch_vcpu_describe(vcpu, where, sizeof(where));
+		if (where[0])
+			log_warn(&vm->log, "vCPU %u was at %s when the --timeout stopped it", vcpu->id, where);
+	}
 }
 
 /* Runs under the vCPU allow-list already (sandbox_thread_start). */

@@ -1,6 +1,7 @@
 #include "devices/virtio/virtio.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #define STATUS_KNOWN                                                                                 \
@@ -185,6 +186,29 @@ struct virtq *virtio_queue(struct virtio_dev *dev, unsigned int queue)
 	if (queue >= dev->nqueues || !dev->queues[queue].enabled)
 		return NULL;
 	return &dev->queues[queue].vq;
+}
+
+void virtio_describe_queues(struct virtio_dev *dev, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	if (!len)
+		return;
+	buf[0] = '\0';
+	pthread_mutex_lock(&dev->lock);
+	for (unsigned int i = 0; i < dev->nqueues && n + 1 < len; i++) {
+		char q[160];
+		int w;
+
+		if (!dev->queues[i].enabled)
+			continue;
+		virtq_describe(&dev->queues[i].vq, q, sizeof(q));
+		w = snprintf(buf + n, len - n, "%squeue %u: %s", n ? "; " : "", i, q);
+		if (w < 0)
+			break;
+		n += (size_t)w < len - n ? (size_t)w : len - n - 1;
+	}
+	pthread_mutex_unlock(&dev->lock);
 }
 
 void virtio_queue_notify(struct virtio_dev *dev, unsigned int queue)

@@ -124,6 +124,12 @@ struct virtio_dev {
 };
 
 /*
+ * Each enabled queue's state (virtq_describe), "queue N: ...; queue M: ...", into buf (always terminated):
+ * for a report, say of a guest that stopped making progress. Takes dev->lock.
+ */
+void virtio_describe_queues(struct virtio_dev *dev, char *buf, size_t len);
+
+/*
  * Set up the common state. queue_sizes[i] is each queue's maximum size (power of two,
  * <= 32768). VERSION_1 is always offered: moat is a modern-only device. -EINVAL.
  */

@@ -2,6 +2,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "devices/virtio/virtio.h"
@@ -305,6 +306,50 @@ int virtq_pending(struct virtq *q)
 	err = avail_pending(q, &pending);
 	dma_end(q->as, dma);
 	return err ? virtq_fail(q, err) : pending;
+}
+
+static void fmt_u16(char *buf, size_t len, int err, uint16_t v)
+{
+	if (err)
+		snprintf(buf, len, "?");
+	else
+		snprintf(buf, len, "%u", v);
+}
+
+void virtq_describe(const struct virtq *q, char *buf, size_t len)
+{
+	char aidx[8], uidx[8], n1[8], n2[8];
+	uint16_t v = 0;
+	unsigned int dma;
+	int err;
+
+	if (!len)
+		return;
+	if (!q->ready) {
+		snprintf(buf, len, "not ready");
+		return;
+	}
+	dma = dma_begin(q->as);
+	err = avail_idx_acquire(q, &v);
+	fmt_u16(aidx, sizeof(aidx), err, v);
+	err = ring_load16(q, q->used + USED_IDX, &v);
+	fmt_u16(uidx, sizeof(uidx), err, v);
+	if (q->event_idx) {
+		err = ring_load16(q, q->used + USED_RING + 8u * (uint64_t)q->size, &v);
+		fmt_u16(n1, sizeof(n1), err, v);
+		err = ring_load16(q, q->avail + AVAIL_RING + 2u * (uint64_t)q->size, &v);
+		fmt_u16(n2, sizeof(n2), err, v);
+	} else {
+		err = ring_load16(q, q->used + USED_FLAGS, &v);
+		fmt_u16(n1, sizeof(n1), err, v);
+		err = ring_load16(q, q->avail + AVAIL_FLAGS, &v);
+		fmt_u16(n2, sizeof(n2), err, v);
+	}
+	dma_end(q->as, dma);
+	snprintf(buf, len, "avail %s taken %u used %u (guest sees %s) %s %s %s %s%s%s", aidx, q->last_avail_idx,
+		 q->used_idx, uidx, q->event_idx ? "avail_event" : "used flags", n1,
+		 q->event_idx ? "used_event" : "avail flags", n2, q->kicks_off ? " polling" : "",
+		 q->error ? " broken" : "");
 }
 
 int virtq_set_kicks(struct virtq *q, bool on)

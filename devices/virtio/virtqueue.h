@@ -94,6 +94,13 @@ int virtq_pop(struct virtq *q, struct virtq_chain *chain) __attribute__((warn_un
 /* Chains the driver has made available that are not taken yet (>= 0), or -errno (the queue is then broken). */
 int virtq_pending(struct virtq *q) __attribute__((warn_unused_result));
 /*
+ * The queue's state in one phrase for a report, into buf (always terminated): the driver's avail idx, the
+ * entries taken, used idx as published and as in guest memory, then the notification words (with EVENT_IDX
+ * avail_event and used_event, else both flags), "polling" while kicks are off, "broken" after an error, "?"
+ * for a word that cannot be read. Changes nothing.
+ */
+void virtq_describe(const struct virtq *q, char *buf, size_t len);
+/*
  * Ask the driver to stop (on = false) or resume (on = true) notifying new buffers, for a device that
  * polls the avail ring meanwhile. Off: VRING_USED_F_NO_NOTIFY, or with EVENT_IDX an avail_event the
  * driver has already passed, and pops leave it so. On: the flag cleared, or avail_event at the next

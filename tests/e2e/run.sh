@@ -107,7 +107,7 @@ scenario poweroff 0 'MOAT_INIT_OK|moat-scenario: poweroff requested' "$FORBID_CO
 	"${G[@]}" --cmdline "$CMDLINE moat.scenario=poweroff"
 scenario panic 3 'MOAT_INIT_OK|moat-scenario: triggering a kernel panic' "$FORBID_PANIC" '' -- \
 	"${G[@]}" --cmdline "$CMDLINE moat.scenario=panic"
-scenario timeout 124 'MOAT_INIT_OK|moat-scenario: sleeping forever' "$FORBID_COMMON" '' -- \
+scenario timeout 124 'MOAT_INIT_OK|moat-scenario: sleeping forever' "$FORBID_COMMON" 'vCPU 0 was at |when the --timeout stopped it' -- \
 	"${G[@]}" --cmdline "$CMDLINE moat.scenario=sleep" --timeout "$SLEEP_TIMEOUT"
 # The sandbox: an unprivileged user with 2 vCPUs, and a look at /proc of a running moat (tests/e2e/sandbox-proc.sh).
 scenario user-poweroff 0 'MOAT_INIT_OK|moat-scenario: poweroff requested' "$FORBID_COMMON" '' -- \
