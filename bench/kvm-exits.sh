@@ -8,7 +8,8 @@
 # with "perf stat" for SECONDS (default 4): counting only, so it hardly slows what it measures (recording
 # every exit slowed a nested guest's network 3x). Prints one line, LABEL in front. Needs root, perf
 # (Debian's linux-perf) and tracefs (mounted here if it is not). bench/net.sh runs it during each iperf3 with
-# MOAT_BENCH_PROFILE="bench/kvm-exits.sh 6".
+# MOAT_BENCH_PROFILE="bench/kvm-exits.sh 6". Caution in the nested test bed: turning tracepoints on patches
+# L1's kernel code, and once L1 then died of an int3 oops under the emulator (a session lost, nothing else).
 set -euo pipefail
 SECS=${1:-4}
 LABEL=${2:-kvm-exits}
