@@ -20,7 +20,9 @@
 # adds --iommu-poll MOAT_BENCH_IOMMU_POLL (microseconds, default 50), -pollN --iommu-poll N; -nopoll adds
 # --iommu-poll 0.
 # Environment: MOAT_BENCH_NET_ARGS (more moat options), MOAT_BENCH_GUEST_ARGS (more guest kernel arguments),
-# MOAT_BENCH_PROFILE (a command run where the VMMs run as each iperf3 starts, say "bench/kvm-exits.sh 6").
+# MOAT_BENCH_PROFILE (a command run where the VMMs run as each iperf3 starts, say "bench/kvm-exits.sh 6"),
+# MOAT_BENCH_INITRD (another guest initramfs, say the usual one with an overlay appended), MOAT_BENCH_SHOW (an
+# extended regular expression: the guest's console lines it matches are copied to the bench log).
 # Every run prints the CPU use of this machine (by thread) and of the guest during each iperf3.
 # Median of N interleaved runs (default 3) of S seconds (default 10) per direction. Everything happens in
 # network namespaces this script creates, and in ONE session: on this host if its KVM is hardware
@@ -86,7 +88,7 @@ if [ "${MOAT_BENCH_IN_NETNS:-}" != 1 ]; then
 	exec unshare --net -- env MOAT_BENCH_IN_NETNS=1 "$0" --inner --arch "$ARCH" --runs "$RUNS" --secs "$SECS" --vmms "$VMMS"
 fi
 KERNEL=$IMG/vmlinuz
-INITRD=$IMG/initramfs-full.cpio.gz
+INITRD=${MOAT_BENCH_INITRD:-$IMG/initramfs-full.cpio.gz}
 HOST_IP=10.0.2.1
 GUEST_IP=10.0.2.15
 # MOAT_BENCH_GUEST_ARGS: more guest kernel arguments for every VMM (say, page_poison=1 to catch DMA into freed pages).
@@ -260,6 +262,9 @@ guest_run() {
 	if [ -s "$W/profile" ]; then
 		sed "s/^/  $v| /" "$W/profile" >&2
 		rm -f "$W/profile"
+	fi
+	if [ -n "${MOAT_BENCH_SHOW:-}" ]; then
+		tr -d '\r' <"$con" 2>/dev/null | grep -E -- "$MOAT_BENCH_SHOW" | sed "s/^/  $v| /" >&2 || true
 	fi
 	# The guest says BEGIN and END for the upload, then for the download.
 	[ $marks -lt 2 ] || cpu_report "$v" UP "$W/cpu.0" "$W/cpu.1" "$con" >&2

@@ -5,14 +5,19 @@ ip=10.0.2.15
 peer=10.0.2.1
 secs=3
 xfer=0
+perf=0
 for arg in $(cat /proc/cmdline); do
 	case $arg in
 	moat.ip=*) ip=${arg#moat.ip=} ;;
 	moat.peer=*) peer=${arg#moat.peer=} ;;
 	moat.iperf=*) secs=${arg#moat.iperf=} ;;
 	moat.xfer=*) xfer=${arg#moat.xfer=} ;;
+	moat.perf=*) perf=${arg#moat.perf=} ;;
 	esac
 done
+# moat.perf=N: profile the whole guest during each iperf3 (perf record, N samples a second) and print the 40
+# hottest symbols as "PERF NAME ..." lines. Needs perf in the initramfs: bench/guest-perf-initrd.sh.
+[ "$perf" = 0 ] || command -v perf >/dev/null || { echo "PERF_FAIL no perf in this initramfs"; perf=0; }
 dev=
 for d in /sys/class/net/*; do
 	[ "${d##*/}" = lo ] || { dev=${d##*/}; break; }
@@ -44,7 +49,9 @@ rate() {
 	shift
 	c0=$(busy)
 	echo "MOAT_IPERF_BEGIN $name"
-	if iperf3 -c "$peer" -t "$secs" -f m "$@" >/tmp/iperf.out 2>&1; then
+	set -- iperf3 -c "$peer" -t "$secs" -f m "$@"
+	[ "$perf" = 0 ] || set -- perf record -q -a -F "$perf" -o /tmp/perf.data -- "$@"
+	if "$@" >/tmp/iperf.out 2>&1; then
 		echo "MOAT_IPERF_END $name"
 		echo "$name=$(awk '/receiver/ { print $(NF-2) }' /tmp/iperf.out | tail -n 1)"
 	else
@@ -52,6 +59,11 @@ rate() {
 		echo "${name}_FAIL"; tail -n 5 /tmp/iperf.out
 	fi
 	c1=$(busy)
+	if [ "$perf" != 0 ]; then
+		perf report -i /tmp/perf.data --stdio --sort sym 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 40 |
+			sed "s/^/PERF $name /"
+		rm -f /tmp/perf.data
+	fi
 	# shellcheck disable=SC2086
 	set -- $c0 $c1
 	echo "${name%_MBPS}_CPU=$(($4 > $2 ? ($3 - $1) * 100 / ($4 - $2) : 0))"
