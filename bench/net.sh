@@ -18,7 +18,8 @@
 #
 # A moat name with the IOMMU ending in -poll (moat-iommu-poll, moat-iommu-strict-poll, moat-vhost-iommu-poll...)
 # adds --iommu-poll MOAT_BENCH_IOMMU_POLL (microseconds, default 50), -pollN --iommu-poll N; -nopoll adds
-# --iommu-poll 0.
+# --iommu-poll 0. Any name with -pin (moat-iommu-pin, qemu-iommu-pin...) puts the VMM's vCPU threads on CPU 0 and
+# its other threads and the iperf3 server on the other CPUs (taskset), once they exist.
 # Environment: MOAT_BENCH_NET_ARGS (more moat options), MOAT_BENCH_GUEST_ARGS (more guest kernel arguments),
 # MOAT_BENCH_PROFILE (a command run where the VMMs run as each iperf3 starts, say "bench/kvm-exits.sh 6"),
 # MOAT_BENCH_INITRD (another guest initramfs, say the usual one with an overlay appended), MOAT_BENCH_SHOW (an
@@ -174,6 +175,35 @@ cpu_report() {
 		}' "$3" "$4"
 }
 
+# pin_threads PID (a VMM name with -pin): its vCPU threads on CPU 0, every other thread of it and the iperf3
+# server on the other CPUs, so that a device thread woken by a kick never runs on the CPU of the vCPU that kicked.
+pin_threads() {
+	local pid=$1 t name others n=0
+	local -A done=()
+	[ "$(nproc)" -gt 1 ] || return 0
+	others=1-$(($(nproc) - 1))
+	while [ $n -lt 300 ] && kill -0 "$pid" 2>/dev/null; do
+		for t in /proc/"$pid"/task/*; do
+			[ -z "${done[$t]:-}" ] || continue
+			read -r name 2>/dev/null <"$t/comm" || continue
+			# A new thread of moat names itself first thing: until then it has the process's name.
+			[ "${t##*/}" = "$pid" ] || [ "$name" != moat ] || continue
+			done[$t]=1
+			case $name in
+			moat-vcpu* | "CPU "*/KVM) taskset -p -c 0 "${t##*/}" >/dev/null 2>&1 ;;
+			*) taskset -p -c "$others" "${t##*/}" >/dev/null 2>&1 ;;
+			esac
+		done
+		if [ -n "$srv" ] && [ -z "${done[srv]:-}" ]; then
+			taskset -p -c "$others" "$srv" >/dev/null 2>&1
+			done[srv]=1
+		fi
+		# Device threads start when the guest's drivers do: keep looking for a minute.
+		read -r -t 0.2 -u "$TICK" || true
+		n=$((n + 1))
+	done
+}
+
 # guest_run VMM: one boot; prints "UP DOWN" in Mbit/s, or "fail REASON".
 guest_run() {
 	local v=$1 con=$W/$1.console pid rc=0 waited=0 cmdline=$CMDLINE moat_iommu=() qemu_iommu=() nic_iommu=
@@ -225,6 +255,7 @@ guest_run() {
 		;;
 	esac
 	PIDS+=("$pid")
+	case $v in *-pin*) pin_threads "$pid" & ;; esac
 	# Every 0.2 s (shell builtins only, not to load the machine measured): the guest's MOAT_IPERF_BEGIN/END
 	# lines start and end a CPU sample of this machine.
 	local marks=0 seen line ready PROF=
