@@ -52,6 +52,11 @@ static const char usage[] =
 	"  --iommu-poll US      after a request, the IOMMU's thread watches its queue with guest\n"
 	"                       notifications off until US microseconds pass without one (0-100000):\n"
 	"                       fewer guest exits, one host CPU busy meanwhile; 0 = off [default: " IOMMU_POLL_DEFAULT_STR "]\n"
+	"  --vcpu-affinity CPUS the vCPU threads run only on these host CPUs (a list like 0-3,6)\n"
+	"  --device-affinity CPUS\n"
+	"                       the device threads (virtio workers, the IOMMU's poller, vhost IOTLB)\n"
+	"                       run only on these; keeping them off the vCPUs' CPUs spares a vCPU the\n"
+	"                       wait while a woken device thread runs in its place [default: anywhere]\n"
 	"  -h, --help           show this help\n"
 	"  -V, --version        show the version\n"
 	"\n"
@@ -90,6 +95,37 @@ static int parse_uint(const char *s, unsigned long max, unsigned int *out)
 		return -EINVAL;
 	*out = (unsigned int)v;
 	return 0;
+}
+
+int cli_parse_cpu_list(const char *s, cpu_set_t *set)
+{
+	CPU_ZERO(set);
+	if (!*s)
+		return -EINVAL;
+	for (;;) {
+		char *end;
+		unsigned long lo, hi;
+
+		if (*s < '0' || *s > '9')
+			return -EINVAL;
+		lo = strtoul(s, &end, 10);
+		hi = lo;
+		if (*end == '-') {
+			s = end + 1;
+			if (*s < '0' || *s > '9')
+				return -EINVAL;
+			hi = strtoul(s, &end, 10);
+		}
+		if (lo > hi || hi >= CPU_SETSIZE)
+			return -EINVAL;
+		for (unsigned long c = lo; c <= hi; c++)
+			CPU_SET(c, set);
+		if (!*end)
+			return 0;
+		if (*end != ',')
+			return -EINVAL;
+		s = end + 1;
+	}
 }
 
 int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_action *action, char *err,
@@ -154,7 +190,7 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 
 		static const char *const known[] = { "--kernel", "--initrd", "--cmdline", "--cpus", "--memory",
 						      "--console", "--timeout", "--log-level", "--seccomp", "--user", "--disk", "--net",
-						      "--jail", "--iommu-poll" };
+						      "--jail", "--iommu-poll", "--vcpu-affinity", "--device-affinity" };
 		int k = -1;
 		for (unsigned int j = 0; j < sizeof(known) / sizeof(known[0]); j++)
 			if (!strcmp(name, known[j]))
@@ -281,6 +317,17 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_acti
 					    val, MOAT_IOMMU_POLL_MAX_US);
 			cfg->iommu_poll_given = true;
 			break;
+		case 14:
+		case 15: {
+			cpu_set_t *set = k == 14 ? &cfg->vcpu_cpus : &cfg->device_cpus;
+
+			if (cli_parse_cpu_list(val, set))
+				return fail(err, errlen,
+					    "%s '%s' is not a list of CPU numbers (like 0-3,6; each below %d)", name, val,
+					    CPU_SETSIZE);
+			*(k == 14 ? &cfg->vcpu_cpus_arg : &cfg->device_cpus_arg) = val;
+			break;
+		}
 		}
 	}
 	if (!cfg->kernel)

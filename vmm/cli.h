@@ -15,5 +15,7 @@ enum cli_action { CLI_RUN, CLI_HELP, CLI_VERSION };
 int cli_parse(int argc, char *const argv[], struct vm_config *cfg, enum cli_action *action, char *err,
 	      size_t errlen);
 const char *cli_usage(void);
+/* A CPU list ("0-3,6"; each CPU below CPU_SETSIZE, ranges low-high) into set: 0, or -EINVAL. */
+int cli_parse_cpu_list(const char *s, cpu_set_t *set);
 
 #endif

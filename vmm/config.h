@@ -2,6 +2,7 @@
 #ifndef MOAT_CONFIG_H
 #define MOAT_CONFIG_H
 
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -46,6 +47,9 @@ struct vm_config {
 	bool iommu_bypass;                       /* --iommu-bypass: unattached endpoints bypass (else blocked) */
 	unsigned int iommu_poll_us;              /* --iommu-poll: request-queue polling, 0 = off */
 	bool iommu_poll_given;
+	/* --vcpu-affinity / --device-affinity: CPUs for the vCPU threads, and for the device and IOTLB threads. */
+	cpu_set_t vcpu_cpus, device_cpus;
+	const char *vcpu_cpus_arg, *device_cpus_arg; /* as given; NULL: not given, the threads run anywhere */
 };
 
 /* --iommu-poll: default and most, in microseconds (devices/virtio/iommu.h, viommu_config.poll_us). */

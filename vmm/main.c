@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -102,6 +103,42 @@ static int open_console(struct vm *vm, const struct vm_config *cfg, char *err, s
 	return -EINVAL;
 }
 
+/* --vcpu-affinity / --device-affinity: checked against the CPUs moat may use, then handed to the sandbox. */
+static int set_affinity(const struct vm_config *cfg, char *err, size_t errlen)
+{
+	const struct {
+		const char *arg, *opt;
+		const cpu_set_t *cpus;
+		enum thread_kind kinds[2];
+	} sets[] = {
+		{ cfg->vcpu_cpus_arg, "--vcpu-affinity", &cfg->vcpu_cpus, { THREAD_VCPU, THREAD_VCPU } },
+		{ cfg->device_cpus_arg, "--device-affinity", &cfg->device_cpus, { THREAD_DEVICE, THREAD_VHOST } },
+	};
+	cpu_set_t allowed, both;
+
+	if (!cfg->vcpu_cpus_arg && !cfg->device_cpus_arg)
+		return 0;
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0) {
+		snprintf(err, errlen, "cannot read the CPUs moat may run on (sched_getaffinity): %s", strerror(errno));
+		return -1;
+	}
+	for (unsigned int i = 0; i < 2; i++) {
+		if (!sets[i].arg)
+			continue;
+		CPU_AND(&both, sets[i].cpus, &allowed);
+		if (!CPU_COUNT(&both)) {
+			snprintf(err, errlen,
+				 "%s %s names no CPU moat may run on (%d online here, this process limited to %d of "
+				 "them); pick from those (see taskset -p $$ or /sys/devices/system/cpu/online)",
+				 sets[i].opt, sets[i].arg, (int)sysconf(_SC_NPROCESSORS_ONLN), CPU_COUNT(&allowed));
+			return -1;
+		}
+		sandbox_set_affinity(sets[i].kinds[0], sets[i].cpus);
+		sandbox_set_affinity(sets[i].kinds[1], sets[i].cpus);
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct vm_config cfg;
@@ -150,6 +187,11 @@ int main(int argc, char **argv)
 		struct passwd *pw = getpwuid(cfg.uid);
 
 		cfg.gid = pw ? pw->pw_gid : (gid_t)cfg.uid;
+	}
+	/* Thread placement: a set with none of the CPUs this process may run on is refused now, by name. */
+	if (set_affinity(&cfg, err, sizeof(err))) {
+		fprintf(stderr, "moat: %s\n", err);
+		return MOAT_EXIT_ERROR;
 	}
 	/* A bad --jail is found before the guest is built, not after. */
 	if (cfg.jail && jail_check(cfg.jail, err, sizeof(err))) {

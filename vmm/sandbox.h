@@ -52,6 +52,12 @@ int sandbox_apply(enum thread_kind kind, enum seccomp_mode mode, const struct lo
 int sandbox_thread_start(pthread_t *thread, enum thread_kind kind, enum seccomp_mode mode, const char *name,
 			 void *(*fn)(void *), void *arg) __attribute__((warn_unused_result));
 
+/*
+ * Threads of this kind started from now on run only on these CPUs (NULL: anywhere). The set must hold a
+ * CPU the process may run on, else such a thread fails to start with -EINVAL.
+ */
+void sandbox_set_affinity(enum thread_kind kind, const cpu_set_t *cpus);
+
 /* Drop every capability (effective, permitted, inheritable, ambient; bounding set when allowed) of the
  * calling thread and set no_new_privs. Call after every fd is open, before creating threads. */
 int sandbox_drop_caps(const struct log *log) __attribute__((warn_unused_result));

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sandbox check on a running moat, twice:
-#  1. --user 65534, 2 vCPUs and a virtio-rng (so a device worker thread exists);
+#  1. --user 65534, 2 vCPUs and a virtio-rng (so a device worker thread exists), and with two CPUs here
+#     --vcpu-affinity 0 --device-affinity 1 (the vCPU threads may run on CPU 0 only, the rng's on CPU 1 only);
 #  2. the same with --jail on an empty temporary directory, 1 vCPU.
 # Each time: wait for the guest's /init, then read /proc: every moat thread must have Seccomp: 2, the
 # process no capabilities, no_new_privs and uid 65534; with --jail, moat's root must be the jail directory
@@ -57,7 +58,7 @@ check() {
 	echo "waited ${waited}s for the guest's /init"
 	grep -q MOAT_INIT_OK "$console" 2>/dev/null || fail+=("$label: the guest did not reach /init")
 	if alive; then
-		local st threads=0 t name sec
+		local st threads=0 t name sec cpus
 		st=$(cat "/proc/$pid/status")
 		for f in Uid CapInh CapPrm CapEff CapBnd CapAmb NoNewPrivs; do grep "^$f:" <<<"$st" | tr '\t' ' '; done
 		grep -q "^Uid:[[:space:]]*65534[[:space:]]" <<<"$st" || fail+=("$label: uid is not 65534")
@@ -68,7 +69,15 @@ check() {
 		for t in /proc/$pid/task/*; do
 			name=$(cat "$t/comm")
 			sec=$(awk '/^Seccomp:/ { print $2 }' "$t/status")
-			echo "thread $(basename "$t") $name Seccomp: $sec CapEff: $(awk '/^CapEff:/ { print $2 }' "$t/status")"
+			cpus=$(awk '/^Cpus_allowed_list:/ { print $2 }' "$t/status")
+			echo "thread $(basename "$t") $name Seccomp: $sec CapEff: $(awk '/^CapEff:/ { print $2 }' "$t/status") CPUs: $cpus"
+			# With --vcpu-affinity 0 --device-affinity 1: vCPU threads on CPU 0 only, device threads on 1.
+			if [ -n "$AFFINITY" ]; then
+				case $name in
+				moat-vcpu*) [ "$cpus" = 0 ] || fail+=("$label: thread $name may run on CPUs $cpus, not just 0") ;;
+				moat-rng) [ "$cpus" = 1 ] || fail+=("$label: thread $name may run on CPUs $cpus, not just 1") ;;
+				esac
+			fi
 			threads=$((threads + 1))
 			[ "$sec" = 2 ] || fail+=("$label: thread $name has Seccomp: $sec")
 			grep -q "^CapEff:[[:space:]]*0000000000000000$" "$t/status" || fail+=("$label: thread $name has capabilities")
@@ -113,7 +122,17 @@ check() {
 	[ "$rc" = 143 ] || fail+=("$label: exit status $rc after SIGTERM, expected 143; stderr: $(tail -n 3 "$err" | tr '\n' ' ')")
 }
 
-check user 4 '' -- --cpus 2
+# Thread placement too, where there are two CPUs to place threads on.
+AFFINITY=
+aff_args=()
+if [ "$(nproc)" -ge 2 ]; then
+	AFFINITY=1
+	aff_args=(--vcpu-affinity 0 --device-affinity 1)
+else
+	echo "thread placement not checked: this machine has one CPU"
+fi
+check user 4 '' -- --cpus 2 ${aff_args[@]+"${aff_args[@]}"}
+AFFINITY=
 mkdir "$W/jail"
 check jail 3 "$W/jail" -- --cpus 1 --jail "$W/jail" --log-level info
 

@@ -262,3 +262,36 @@ Test(cli, iommu_poll)
 	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--iommu-poll=50"), -EINVAL);
 	cr_assert_str_eq(err, "--iommu-poll needs --iommu");
 }
+
+Test(cli, cpu_affinity)
+{
+	struct vm_config c;
+	enum cli_action a;
+	char err[256];
+	cpu_set_t s;
+
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k"), 0, "%s", err);
+	cr_assert_null(c.vcpu_cpus_arg);
+	cr_assert_null(c.device_cpus_arg);
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--vcpu-affinity", "0", "--device-affinity=1-3,6"), 0, "%s",
+		     err);
+	cr_assert_str_eq(c.vcpu_cpus_arg, "0");
+	cr_assert_eq(CPU_COUNT(&c.vcpu_cpus), 1);
+	cr_assert(CPU_ISSET(0, &c.vcpu_cpus));
+	cr_assert_eq(CPU_COUNT(&c.device_cpus), 4);
+	cr_assert(CPU_ISSET(1, &c.device_cpus) && CPU_ISSET(2, &c.device_cpus) && CPU_ISSET(3, &c.device_cpus) &&
+		  CPU_ISSET(6, &c.device_cpus));
+
+	cr_assert_eq(cli_parse_cpu_list("5,2-3,5", &s), 0, "repeats are fine");
+	cr_assert_eq(CPU_COUNT(&s), 3);
+	cr_assert_eq(cli_parse_cpu_list("1023", &s), 0);
+	cr_assert(CPU_ISSET(1023, &s));
+	static const char *const bad[] = { "", "1024", "3-1", "1,", ",1", "1-", "-1", "a", "1 2", "+1", "1-2-3",
+					   "0x1", "99999999999999999999999" };
+	for (unsigned int i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert_eq(cli_parse_cpu_list(bad[i], &s), -EINVAL, "'%s' accepted", bad[i]);
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--vcpu-affinity", "2-1"), -EINVAL);
+	cr_assert_str_eq(err, "--vcpu-affinity '2-1' is not a list of CPU numbers (like 0-3,6; each below 1024)");
+	cr_assert_eq(PARSE(&c, &a, err, "--kernel", "/k", "--device-affinity=x"), -EINVAL);
+	cr_assert_not_null(strstr(err, "--device-affinity 'x'"), "%s", err);
+}
