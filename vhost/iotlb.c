@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vmm/lathist.h"
 #include "vmm/sandbox.h"
 #include "vmm/vm.h"
 
@@ -32,45 +33,9 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Bucket 0: under 1 us; then two per octave: [1, 1.5), [1.5, 2), [2, 3), [3, 4), [4, 6) ... us. */
-static unsigned int hist_bucket(uint64_t ns)
-{
-	uint64_t v = ns / 500; /* half microseconds */
-	unsigned int k, idx;
-
-	if (v < 2)
-		return 0;
-	k = 63u - (unsigned int)__builtin_clzll(v);
-	idx = 1 + 2 * (k - 1) + ((v - (1ull << k)) >= (1ull << (k - 1)));
-	return idx < VHOST_IOTLB_HIST ? idx : VHOST_IOTLB_HIST - 1;
-}
-
-static double bucket_upper_us(unsigned int idx)
-{
-	unsigned int k = (idx - 1) / 2 + 1, half = (idx - 1) % 2;
-
-	if (idx == 0)
-		return 1.0;
-	return (double)((1ull << k) + (half + 1) * (1ull << (k - 1))) / 2.0;
-}
-
 double vhost_iotlb_quantile_us(const struct vhost_iotlb_counters *c, double q)
 {
-	uint64_t total = 0, want, seen = 0;
-
-	for (unsigned int i = 0; i < VHOST_IOTLB_HIST; i++)
-		total += c->hist[i];
-	if (!total)
-		return 0;
-	want = (uint64_t)(q * (double)total + 0.999999);
-	if (want < 1)
-		want = 1;
-	for (unsigned int i = 0; i < VHOST_IOTLB_HIST; i++) {
-		seen += c->hist[i];
-		if (seen >= want)
-			return bucket_upper_us(i);
-	}
-	return bucket_upper_us(VHOST_IOTLB_HIST - 1);
+	return lathist_quantile_us(c->hist, q);
 }
 
 static int send_msg(struct vhost_iotlb *t, uint8_t type, uint64_t iova, uint64_t size, uint64_t uaddr,
@@ -379,7 +344,7 @@ static void serve_miss(struct vhost_iotlb *t, const struct vhost_iotlb_msg *m)
 	t->c.service_ns += dt;
 	if (dt > t->c.service_max_ns)
 		t->c.service_max_ns = dt;
-	t->c.hist[hist_bucket(dt)]++;
+	t->c.hist[lathist_bucket(dt)]++;
 }
 
 /* Answer every miss waiting on the fd. Returns how many messages were read, or -errno. */

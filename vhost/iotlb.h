@@ -28,11 +28,12 @@
 #include "devices/virtio/iommu.h"
 #include "iommu/iommu.h"
 #include "vmm/dma.h"
+#include "vmm/lathist.h"
 
 struct vm;
 
-/* Miss-service latency histogram: two buckets per octave of microseconds, up to 2^20 us. */
-#define VHOST_IOTLB_HIST 42
+/* Miss-service latency histogram (vmm/lathist.h). */
+#define VHOST_IOTLB_HIST LATHIST_BUCKETS
 
 /*
  * Resolve iova for perm and call emit with the run while translations cannot change (the endpoint's,

@@ -47,6 +47,12 @@ struct dma_as_ops {
 	/* Optional, both or neither: open a read-side section (returns a token for end) and close it. */
 	unsigned int (*begin)(const struct dma_as *as);
 	void (*end)(const struct dma_as *as, unsigned int token);
+	/*
+	 * Optional: a device thread is between two of its requests, outside any section and holding
+	 * nothing of the address space. The IOMMU behind it may use the moment to answer requests its
+	 * driver is spinning on, when its own thread has lost the CPU to this one. Never blocks.
+	 */
+	void (*help)(const struct dma_as *as);
 };
 
 struct dma_as {
@@ -67,6 +73,13 @@ static inline void dma_end(const struct dma_as *as, unsigned int token)
 {
 	if (as->ops->end)
 		as->ops->end(as, token);
+}
+
+/* Between two requests of a device on as, outside any section (see dma_as_ops.help). */
+static inline void dma_help(const struct dma_as *as)
+{
+	if (as->ops->help)
+		as->ops->help(as);
 }
 
 /*

@@ -281,6 +281,15 @@ void arch_vcpu_describe(struct vcpu *vcpu, char *buf, size_t len)
 		 (unsigned long long)regs.rip, (unsigned long long)regs.rsp, (unsigned long long)sregs.cr0,
 		 (unsigned long long)sregs.cr2, (unsigned long long)sregs.cr3, (unsigned long long)sregs.cr4,
 		 (unsigned long long)sregs.efer);
+	/*
+	 * The last page fault was on fetching the instruction the vCPU is at: a guest that stopped there
+	 * keeps taking that fault (its page tables, or the TLBs under them, disagree with its handler).
+	 */
+	if (regs.rip == sregs.cr2 && regs.rip) {
+		size_t n = strlen(buf);
+
+		snprintf(buf + n, len - n, " (rip = cr2: the last page fault was on fetching this instruction)");
+	}
 }
 
 void arch_vm_destroy(struct vm *vm)

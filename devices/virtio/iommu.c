@@ -171,7 +171,7 @@ static void viommu_queue_notify_poll(struct virtio_dev *dev, unsigned int queue)
 	struct virtio_iommu *v = to_viommu(dev);
 	struct virtq *q = virtio_queue(dev, VIOMMU_REQUESTQ);
 	const uint64_t idle_ns = (uint64_t)v->cfg.poll_us * 1000u;
-	uint64_t start, last, now;
+	uint64_t start, last, now, prev, served;
 
 	if (queue != VIOMMU_REQUESTQ || !q)
 		return;
@@ -179,7 +179,9 @@ static void viommu_queue_notify_poll(struct virtio_dev *dev, unsigned int queue)
 	if (poll_should_stop(v, q) || virtq_set_kicks(q, false))
 		return;
 	ctr_add(&v->ctr.polls, 1);
-	start = last = mono_ns();
+	__atomic_store_n(&v->polling, true, __ATOMIC_RELAXED);
+	served = __atomic_load_n(&v->served, __ATOMIC_RELAXED);
+	start = last = prev = mono_ns();
 	for (;;) {
 		int pending;
 
@@ -192,16 +194,52 @@ static void viommu_queue_notify_poll(struct virtio_dev *dev, unsigned int queue)
 		if (pending < 0)
 			break;
 		now = mono_ns();
+		ctr_add(&v->ctr.looks, 1);
 		if (pending) {
+			/* The requests came after the previous look: now - prev bounds how long they waited for this one. */
+			lathist_add(v->ctr.gap_hist, now - prev);
+			ctr_add(&v->ctr.gap_ns, now - prev);
 			ctr_add(&v->ctr.polled, viommu_serve_requests(v));
+			lathist_add(v->ctr.answer_hist, mono_ns() - now);
 			last = now;
+		} else if (__atomic_load_n(&v->served, __ATOMIC_RELAXED) != served) {
+			last = now; /* another device's thread answered some meanwhile: the guest is still busy */
 		} else if (now - last >= idle_ns || now - start >= VIOMMU_POLL_SPELL_NS) {
 			break;
 		}
+		served = __atomic_load_n(&v->served, __ATOMIC_RELAXED);
+		prev = now;
 	}
+	__atomic_store_n(&v->polling, false, __ATOMIC_RELAXED);
 	/* Not ready (a reset): nothing to turn back on, the next queue starts with notifications. */
 	if (q->ready && !virtq_set_kicks(q, true) && virtq_pending(q) > 0)
-		viommu_serve_requests(v);
+		ctr_add(&v->ctr.polled, viommu_serve_requests(v));
+}
+
+/*
+ * Helping: while this device polls, its thread shares a CPU with the other device threads; when one of
+ * them has it, the thread that gave way with sched_yield gets it back only once that one blocks,
+ * milliseconds later under emulation, and the guest's driver spins all that time. So a device thread
+ * behind this IOMMU looks at the request queue between two of its own requests and serves what waits.
+ * It must hold no section (the batch waits for sections to close) and only tries the lock: when the
+ * polling thread has it, that thread is serving anyway. Outside a spell the guest kicks, which wakes
+ * this device's thread (or serves on the vCPU), so there is nothing to help with.
+ */
+void virtio_iommu_help(struct virtio_iommu *v)
+{
+	struct virtq *q;
+	unsigned int n = 0;
+
+	if (!__atomic_load_n(&v->polling, __ATOMIC_RELAXED) || pthread_mutex_trylock(&v->dev.lock))
+		return;
+	q = virtio_queue(&v->dev, VIOMMU_REQUESTQ);
+	if (q && __atomic_load_n(&v->polling, __ATOMIC_RELAXED) && !poll_should_stop(v, q) && virtq_pending(q) > 0)
+		n = viommu_serve_requests(v);
+	pthread_mutex_unlock(&v->dev.lock);
+	if (n) {
+		ctr_add(&v->ctr.polled, n);
+		ctr_add(&v->ctr.helped, n);
+	}
 }
 
 static void config_fill(const struct virtio_iommu *v, struct virtio_iommu_config *c)
@@ -434,6 +472,16 @@ static void append(char *buf, size_t len, size_t *pos, const char *fmt, ...)
 		*pos += (size_t)n < len - *pos ? (size_t)n : len - *pos;
 }
 
+/* The mean of the polling gaps behind the looks that found requests, in microseconds; 0 without any. */
+static double gap_mean_us(const struct viommu_counters *c)
+{
+	uint64_t n = 0;
+
+	for (unsigned int i = 0; i < LATHIST_BUCKETS; i++)
+		n += ctr_get(&c->gap_hist[i]);
+	return n ? (double)ctr_get(&c->gap_ns) / 1000.0 / (double)n : 0;
+}
+
 void virtio_iommu_stats(const struct virtio_iommu *v, char *buf, size_t len)
 {
 	const struct viommu_counters *c = &v->ctr;
@@ -448,7 +496,7 @@ void virtio_iommu_stats(const struct virtio_iommu *v, char *buf, size_t len)
 	append(buf, len, &pos,
 	       "requests: %llu attach, %llu detach, %llu map, %llu unmap, %llu probe, %llu unparsable; "
 	       "%llu failed; faults: %llu, %llu reported, %llu dropped; %llu DMA outside RAM; "
-	       "polling: %llu spells, %llu requests taken without a kick",
+	       "polling: %llu spells, %llu requests taken without a kick (%llu by other device threads)",
 	       (unsigned long long)ctr_get(&c->req[VIRTIO_IOMMU_T_ATTACH]),
 	       (unsigned long long)ctr_get(&c->req[VIRTIO_IOMMU_T_DETACH]),
 	       (unsigned long long)ctr_get(&c->req[VIRTIO_IOMMU_T_MAP]),
@@ -457,7 +505,16 @@ void virtio_iommu_stats(const struct virtio_iommu *v, char *buf, size_t len)
 	       (unsigned long long)ctr_get(&c->failed), (unsigned long long)ctr_get(&c->faults),
 	       (unsigned long long)ctr_get(&c->events), (unsigned long long)ctr_get(&c->dropped),
 	       (unsigned long long)ctr_get(&c->bad_target), (unsigned long long)ctr_get(&c->polls),
-	       (unsigned long long)ctr_get(&c->polled));
+	       (unsigned long long)ctr_get(&c->polled), (unsigned long long)ctr_get(&c->helped));
+	if (ctr_get(&c->polled))
+		append(buf, len, &pos,
+		       " in %llu looks, each seen p50 <= %.1f us p99 <= %.1f us mean %.1f us after the look before, "
+		       "answered p50 <= %.1f us p99 <= %.1f us after",
+		       (unsigned long long)ctr_get(&c->looks), lathist_quantile_us(c->gap_hist, 0.5),
+		       lathist_quantile_us(c->gap_hist, 0.99),
+		       gap_mean_us(c),
+		       lathist_quantile_us(c->answer_hist, 0.5),
+		       lathist_quantile_us(c->answer_hist, 0.99));
 	pthread_rwlock_rdlock(state);
 	for (uint32_t i = 0; i < v->ndoms; i++) {
 		const struct viommu_dom *d = v->doms[i];

@@ -360,10 +360,18 @@ void viommu_sync_pending(struct virtio_iommu *v)
 		dma_gate_wait(&eps[i]->gate);
 }
 
+static void ep_help(const struct dma_as *as)
+{
+	const struct viommu_endpoint *ep = as->ctx;
+
+	virtio_iommu_help(ep->v);
+}
+
 const struct dma_as_ops viommu_ep_as_ops = {
 	.translate = ep_translate,
 	.begin = ep_begin,
 	.end = ep_end,
+	.help = ep_help,
 };
 
 /* ------------------------------------------------------------------ device IOTLB misses */

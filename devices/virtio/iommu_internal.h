@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "devices/virtio/iommu.h"
+#include "vmm/lathist.h"
 #include "vmm/iotlb.h"
 
 #define VIOMMU_REQUESTQ 0u
@@ -75,6 +76,13 @@ struct viommu_counters {
 	uint64_t bad_target;    /* translations allowed by the IOMMU that landed outside RAM */
 	uint64_t polls;         /* polling spells: kicks off, the request queue watched (cfg.poll_us) */
 	uint64_t polled;        /* requests taken while polling, each one a guest exit saved */
+	uint64_t looks;         /* looks at the request queue while polling */
+	uint64_t helped;        /* ... of them taken by another device's thread between its own requests */
+	/* polling: time since the previous look, for each look that found requests (how late they were seen) */
+	uint64_t gap_hist[LATHIST_BUCKETS];
+	/* polling: from such a look to the requests' completions published */
+	uint64_t answer_hist[LATHIST_BUCKETS];
+	uint64_t gap_ns;        /* the sum of those times since the previous look */
 	uint64_t verified;      /* MOAT_IOTLB=verify: IOTLB hits checked against a page-table walk */
 	uint64_t stale;         /* ... that disagreed with it (a bug: the cache kept what the guest unmapped) */
 };
@@ -102,6 +110,9 @@ struct virtio_iommu {
 	struct viommu_fault_rec faultq[VIOMMU_FAULT_QUEUE];
 	unsigned int fault_head, fault_count;
 	int fault_fd; /* eventfd: a fault is waiting; polled by the IOMMU's worker */
+
+	bool polling;           /* a polling spell is on: the guest does not kick (atomic) */
+	uint64_t served;        /* requests completed, by any thread (atomic): the poller's sign of activity */
 
 	struct viommu_counters ctr;
 };
@@ -157,6 +168,9 @@ void viommu_sync_pending(struct virtio_iommu *v);
  * comes before any request of the batch completes. IOMMU's thread, no lock held.
  */
 void viommu_batch(struct virtio_iommu *v, bool begin);
+
+/* Another device's thread, between its requests and outside any section: serve what waits (dma_as_ops.help). */
+void virtio_iommu_help(struct virtio_iommu *v);
 /* Drain the fault queue into out (VIOMMU_FAULT_QUEUE entries); returns how many. */
 unsigned int viommu_faults_take(struct virtio_iommu *v, struct viommu_fault_rec *out);
 

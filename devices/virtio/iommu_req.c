@@ -493,7 +493,9 @@ unsigned int viommu_serve_requests(struct virtio_iommu *v)
 	if (r < 0)
 		virtio_set_needs_reset(&v->dev);
 	/* A ring fault while notifying marks the device NEEDS_RESET in virtio_notify_used itself. */
-	if (n)
+	if (n) {
+		__atomic_fetch_add(&v->served, n, __ATOMIC_RELAXED);
 		virtio_notify_used(&v->dev, VIOMMU_REQUESTQ);
+	}
 	return n;
 }

@@ -194,6 +194,8 @@ void net_rx_drain(struct virtio_net *n, unsigned int pair)
 	if (!q || !virtio_dev_live(dev))
 		return;
 	for (;;) {
+		/* Between two frames, outside any section: the IOMMU's requests may be waiting on this CPU. */
+		dma_help(q->as);
 		if (!p->rx.len && !rx_read(n, p))
 			break;
 		r = mrg ? rx_put_merged(n, &p->rx, q, &used) : rx_put_one(n, &p->rx, q, &used);

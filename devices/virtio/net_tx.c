@@ -173,6 +173,8 @@ void net_tx_drain(struct virtio_net *n, unsigned int pair)
 	if (!q || !virtio_dev_live(dev))
 		return;
 	for (;;) {
+		/* Between two packets, outside any section: the IOMMU's requests may be waiting on this CPU. */
+		dma_help(q->as);
 		r = tx_one(n, pair, q);
 		if (r == 0)
 			break;
