@@ -264,9 +264,14 @@ void virtio_serve_queue(struct virtio_dev *dev, unsigned int queue,
 
 	if (!q)
 		return;
-	while ((r = virtq_pop(q, &chain)) == 1) {
+	for (;;) {
 		uint32_t written = 0;
 
+		/* Before each request, outside any section: the IOMMU's requests may be waiting on this CPU. */
+		dma_help(q->as);
+		r = virtq_pop(q, &chain);
+		if (r != 1)
+			break;
 		r = serve(dev, q, &chain, &written);
 		if (!r)
 			r = virtq_push(q, chain.head, written);
