@@ -52,10 +52,41 @@ static void tty_restore(struct console_tty *t)
 		tcsetattr(t->fd, TCSANOW, &t->orig);
 }
 
+static uint64_t moat_exits(const struct vcpu *v)
+{
+	return __atomic_load_n(&v->exits_io, __ATOMIC_RELAXED) + __atomic_load_n(&v->exits_mmio, __ATOMIC_RELAXED) +
+	       __atomic_load_n(&v->exits_other, __ATOMIC_RELAXED);
+}
+
+/* One second before the --timeout: sample each vCPU's KVM counters, for the report of what it did last. */
+static void on_timeout_mark(void *ctx, uint32_t events)
+{
+	struct vm *vm = ctx;
+	uint64_t n;
+
+	if (read(vm->timeout_mark_fd, &n, sizeof(n)) < 0) {
+		/* EAGAIN: nothing to clear */
+	}
+	for (unsigned int i = 0; i < vm->nvcpus; i++) {
+		kvm_stats_mark(&vm->vcpus[i].kstats);
+		vm->vcpus[i].exits_mark = moat_exits(&vm->vcpus[i]);
+	}
+}
+
 static void on_timeout(void *ctx, uint32_t events)
 {
 	struct vm *vm = ctx;
 
+	/* While the vCPUs still run: what each did in the last second (KVM's counters, and exits to moat). */
+	for (unsigned int i = 0; i < vm->nvcpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		char what[512];
+
+		kvm_stats_since(&v->kstats, what, sizeof(what));
+		if (what[0])
+			log_warn(&vm->log, "vCPU %u in the last second before the --timeout: KVM counted %s; %llu exits reached moat",
+				 v->id, what, (unsigned long long)(moat_exits(v) - v->exits_mark));
+	}
 	vm_request_stop(vm, VM_STOP_TIMEOUT, "--timeout of %u s expired", vm->cfg.timeout_s);
 }
 
@@ -223,6 +254,18 @@ int main(int argc, char **argv)
 			vm_destroy(&vm);
 			return MOAT_EXIT_ERROR;
 		}
+		/* Best effort: without it the report only lacks the vCPUs' last second. */
+		if (cfg.timeout_s >= 2) {
+			struct itimerspec mark = { .it_value = { .tv_sec = cfg.timeout_s - 1 } };
+
+			vm.timeout_mark_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+			if (vm.timeout_mark_fd >= 0 &&
+			    (timerfd_settime(vm.timeout_mark_fd, 0, &mark, NULL) < 0 ||
+			     event_loop_add(&vm.loop, vm.timeout_mark_fd, EPOLLIN, on_timeout_mark, &vm))) {
+				close(vm.timeout_mark_fd);
+				vm.timeout_mark_fd = -1;
+			}
+		}
 	}
 	if (cfg.console == CONSOLE_STDIO)
 		tty_setup(&tty, STDIN_FILENO);
@@ -293,6 +336,8 @@ int main(int argc, char **argv)
 	vm_destroy(&vm);
 	if (timer_fd >= 0)
 		close(timer_fd);
+	if (vm.timeout_mark_fd >= 0)
+		close(vm.timeout_mark_fd);
 	if (sig.fd >= 0)
 		close(sig.fd);
 	if (cfg.console == CONSOLE_FILE && vm.console_out >= 0)

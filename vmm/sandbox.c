@@ -81,6 +81,7 @@ static const struct sandbox_rule main_rules[] = {
 	ALLOW_ARG(epoll_ctl, 1, SCMP_CMP_EQ, EPOLL_CTL_DEL, 0), /* console input hit EOF */
 	ALLOW_ARG(epoll_ctl, 1, SCMP_CMP_EQ, EPOLL_CTL_MOD, 0), /* console input paused/resumed */
 	ALLOW(read),            /* signalfd, timerfd, eventfd, console input */
+	ALLOW(pread64),         /* --timeout: the vCPUs' KVM statistics over their last second */
 	ALLOW(close),           /* vm_destroy */
 	ALLOW(getpid),          /* pthread_kill */
 	ALLOW_ARG(tgkill, 2, SCMP_CMP_EQ, SIGUSR1, 0), /* vcpu_kick: only the kick signal */
@@ -109,7 +110,8 @@ static const struct sandbox_rule vcpu_rules[] = {
 	ALLOW_IOCTL(VHOST_SET_VRING_KICK),
 	ALLOW_IOCTL(VHOST_SET_VRING_CALL),
 	ALLOW_IOCTL(VHOST_NET_SET_BACKEND),
-#ifdef KVM_GET_SREGS
+	/* linux/kvm.h defines KVM_GET_SREGS on every architecture; only x86 implements it. */
+#if defined(__x86_64__)
 	ALLOW_IOCTL(KVM_GET_REGS),       /* a triple fault's or --timeout's report says where the guest was */
 	ALLOW_IOCTL(KVM_GET_SREGS),
 #else

@@ -86,6 +86,7 @@ int vm_create_vcpus(struct vm *vm, unsigned int n)
 		v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)i);
 		if (v->fd < 0)
 			return -errno;
+		kvm_stats_open(&v->kstats, v->fd);
 		vm->nvcpus = i + 1;
 		run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
 		if (run == MAP_FAILED)
@@ -165,6 +166,7 @@ void vm_init(struct vm *vm)
 {
 	memset(vm, 0, sizeof(*vm));
 	vm->kvm_fd = -1;
+	vm->timeout_mark_fd = -1;
 	vm->vm_fd = -1;
 	vm->stop_efd = -1;
 	vm->console_in = -1;
@@ -367,6 +369,7 @@ void vm_destroy(struct vm *vm)
 			munmap(vm->vcpus[i].run, (size_t)vm->run_size);
 		if (vm->vcpus[i].fd >= 0)
 			close(vm->vcpus[i].fd);
+		kvm_stats_close(&vm->vcpus[i].kstats);
 	}
 	free(vm->vcpus);
 	vm->vcpus = NULL;

@@ -11,6 +11,7 @@
 #include "vmm/config.h"
 #include "vmm/dma.h"
 #include "vmm/event_loop.h"
+#include "vmm/kvmstats.h"
 #include "vmm/log.h"
 #include "vmm/memory.h"
 #include "vmm/msi.h"
@@ -60,11 +61,14 @@ struct vcpu {
 	pthread_t thread;
 	bool started;
 	uint64_t exits_io, exits_mmio, exits_other; /* written by the vCPU thread only */
+	struct kvm_vcpu_stats kstats; /* KVM's own counters for this vCPU; read by the main thread */
+	uint64_t exits_mark;          /* exits_* summed when kstats was marked (main thread) */
 	struct arch_vcpu arch;
 };
 
 struct vm {
 	struct vm_config cfg;
+	int timeout_mark_fd;       /* main.c: a timerfd one second before --timeout, or -1 */
 	struct log log;
 	int kvm_fd;
 	int vm_fd;
