@@ -23,7 +23,9 @@
 # Environment: MOAT_BENCH_NET_ARGS (more moat options), MOAT_BENCH_GUEST_ARGS (more guest kernel arguments),
 # MOAT_BENCH_PROFILE (a command run where the VMMs run as each iperf3 starts, say "bench/kvm-exits.sh 6"),
 # MOAT_BENCH_INITRD (another guest initramfs, say the usual one with an overlay appended), MOAT_BENCH_SHOW (an
-# extended regular expression: the guest's console lines it matches are copied to the bench log).
+# extended regular expression: the guest's console lines it matches are copied to the bench log),
+# MOAT_BENCH_GUEST_LIMIT (seconds before a guest that stopped making progress is given up: moat's --timeout;
+# default 240 + 4 x S).
 # Every run prints the CPU use of this machine (by thread) and of the guest during each iperf3.
 # Median of N interleaved runs (default 3) of S seconds (default 10) per direction. Everything happens in
 # network namespaces this script creates, and in ONE session: on this host if its KVM is hardware
@@ -54,6 +56,11 @@ while [ $# -gt 0 ]; do
 done
 [[ $RUNS =~ ^[0-9]+$ ]] && [ "$RUNS" -ge 1 ] || { echo "net.sh: --runs needs a positive number" >&2; exit 2; }
 [[ $SECS =~ ^[0-9]+$ ]] && [ "$SECS" -ge 1 ] || { echo "net.sh: --secs needs a positive number" >&2; exit 2; }
+# A guest's whole run (boot, ping, both iperf3s) takes 40-90 s here; one that stopped making progress is given up
+# after this many seconds (moat's --timeout, and the wait for any VMM), not ten minutes.
+GUEST_LIMIT=${MOAT_BENCH_GUEST_LIMIT:-$((240 + 4 * SECS))}
+[[ $GUEST_LIMIT =~ ^[0-9]+$ ]] && [ "$GUEST_LIMIT" -ge 1 ] ||
+	{ echo "net.sh: MOAT_BENCH_GUEST_LIMIT needs a positive number of seconds" >&2; exit 2; }
 case $ARCH in
 x86_64) hw_flags='vmx|svm' ;;
 *) echo "net.sh: unsupported --arch '$ARCH' (supported: x86_64)" >&2; exit 2 ;;
@@ -239,7 +246,7 @@ guest_run() {
 		# shellcheck disable=SC2086
 		"$bin" --kernel "$KERNEL" --initrd "$INITRD" --memory 512M --cmdline "$cmdline" \
 			--net "tap=auto,host-ip=$HOST_IP/24$netopt" ${moat_iommu[@]+"${moat_iommu[@]}"} --log-level info $EXTRA_MOAT \
-			--console "file:$con" --timeout 600 </dev/null 2>"$W/$v.err" &
+			--console "file:$con" --timeout "$GUEST_LIMIT" </dev/null 2>"$W/$v.err" &
 		pid=$!
 		;;
 	qemu*)
@@ -259,7 +266,7 @@ guest_run() {
 	# Every 0.2 s (shell builtins only, not to load the machine measured): the guest's MOAT_IPERF_BEGIN/END
 	# lines start and end a CPU sample of this machine.
 	local marks=0 seen line ready PROF=
-	while [ $waited -lt 4500 ]; do
+	while [ $waited -lt $((GUEST_LIMIT * 5 + 300)) ]; do
 		seen=0 ready=0
 		while IFS= read -r line; do
 			case $line in

@@ -12,7 +12,7 @@
 # bash) and sees only this repository (bind-mounted at the same path) of the host's files; arm64 programs
 # it runs (moat) must be static.
 # CMD's stdout and stderr (L1's console) are printed on stdout; the exit status is CMD's.
-# Other exit statuses: 123 the L1 kernel crashed (an oops or panic of the test bed, not of CMD), 124 the
+# Other exit statuses: 123 the L1 kernel crashed or L1 reset itself (the test bed, not CMD), 124 the
 # L1 session timed out, 125 L1 died otherwise or failed to set up (the last console lines are printed for
 # all three), 1 this script could not start L1, 2 bad usage.
 # Environment: MOAT_L1_TIMEOUT (default for --timeout, 1800 s).
@@ -267,6 +267,11 @@ elif [ $setup_failed = 1 ]; then
 	rc=125
 elif grep -qE "$crash_re" "$T/kernel.log" 2>/dev/null; then
 	why="the L1 kernel crashed: $(grep -m1 -E "$crash_re" "$T/kernel.log" | tr -d '\r')"
+	rc=123
+elif [ "$qrc" = 0 ] && [ -n "$t_cmd" ]; then
+	# L1 powers off only after reporting the status; under -no-reboot QEMU exits 0 when L1 resets instead
+	# (a triple fault of L1 itself leaves no kernel message), and nothing the tests run reboots L1.
+	why="L1 reset itself while the command ran (QEMU exit status 0 under -no-reboot, no status, no kernel message): the test bed died"
 	rc=123
 else
 	why="L1 stopped without reporting the command's exit status (QEMU exit status $qrc)"
