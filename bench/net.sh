@@ -10,7 +10,7 @@
 # iommu_platform=on on its virtio-net. With the kernel's vhost-net data path: moat-vhost, qemu-vhost,
 # moat-vhost-iommu, qemu-vhost-iommu, moat-vhost-iommu-strict, qemu-vhost-iommu-strict, and moat's IOTLB
 # without prefetch: moat-vhost-iommu-nopf, moat-vhost-iommu-strict-nopf, and with one prefetch mode forced
-# (iotlb-prefetch=sync or queue): moat-vhost-iommu[-strict]-sync, -queue. For moat behind the IOMMU with vhost,
+# (iotlb-prefetch=sync, after or queue): moat-vhost-iommu[-strict]-sync, -after, -queue. For moat behind the IOMMU with vhost,
 # the IOTLB misses per GiB moved and the miss-service latency (moat's exit report) are printed too.
 # --base: another moat build (say, the last commit's) to compare with in the same session: a VMM name
 # starting with "base" (base, base-iommu-strict, ...) runs it with the options of the same "moat" name, and
@@ -221,6 +221,7 @@ guest_run() {
 	*-nopf) netopt=$netopt,iotlb-prefetch=off ;;
 	*-sync) netopt=$netopt,iotlb-prefetch=sync ;;
 	*-queue) netopt=$netopt,iotlb-prefetch=queue ;;
+	*-after) netopt=$netopt,iotlb-prefetch=after ;;
 	esac
 	case $v in
 	*-iommu*)
@@ -324,14 +325,17 @@ guest_run() {
 	fi
 	if [ -n "$up" ] && [ -n "$down" ]; then
 		# vhost behind the IOMMU: IOTLB misses and the miss-service median and p99 from moat's exit report.
-		local st misses p50 p99 inval merged
+		local st misses p50 p99 inval merged w50 w99
 		st=$(grep 'stats: vhost-net' "$W/$v.err" 2>/dev/null | tail -n 1)
 		misses=$(sed -n 's/.*iotlb: \([0-9]*\) misses.*/\1/p' <<<"$st")
-		p50=$(sed -n 's/.*p50 <= \([0-9.]*\) us.*/\1/p' <<<"$st")
-		p99=$(sed -n 's/.*p99 <= \([0-9.]*\) us.*/\1/p' <<<"$st")
+		p50=$(sed -n 's/.*miss service p50 <= \([0-9.]*\) us.*/\1/p' <<<"$st")
+		p99=$(sed -n 's/.*miss service p50 <= [0-9.]* us, p99 <= \([0-9.]*\) us.*/\1/p' <<<"$st")
+		# How long vhost took each message moat wrote (UPDATE, INVALIDATE): it takes every queue's lock.
+		w50=$(sed -n 's/.*vhost took each in p50 <= \([0-9.]*\) us.*/\1/p' <<<"$st")
+		w99=$(sed -n 's/.*vhost took each in p50 <= [0-9.]* us, p99 <= \([0-9.]*\) us.*/\1/p' <<<"$st")
 		inval=$(sed -n 's/.* \([0-9]*\) invalidations.*/\1/p' <<<"$st")
 		merged=$(sed -n 's/.* \([0-9]*\) unmaps merged.*/\1/p' <<<"$st")
-		echo "$up $down ${misses:--} ${p50:--} ${p99:--} ${inval:--} ${merged:--}"
+		echo "$up $down ${misses:--} ${p50:--} ${p99:--} ${inval:--} ${merged:--} ${w50:--} ${w99:--}"
 	else
 		# moat's exit report of a failed run (its device and IOMMU counters: faults, requests, IOTLB) on stderr.
 		if grep -q 'stats:' "$W/$v.err" 2>/dev/null; then
@@ -381,7 +385,7 @@ for n in $(seq "$RUNS"); do
 			printf '  run %d %-6s FAILED: %s\n' "$n" "$v" "$res"
 			continue
 		fi
-		read -r u d mi p5 p9 inv mg <<<"$res"
+		read -r u d mi p5 p9 inv mg w5 w9 <<<"$res"
 		UP[$v]+="$u "
 		DOWN[$v]+="$d "
 		extra=
@@ -391,7 +395,7 @@ for n in $(seq "$RUNS"); do
 			MPG[$v]+="$mpg "
 			P50[$v]+="$p5 "
 			P99[$v]+="$p9 "
-			extra="  iotlb misses $mi ($mpg/GiB), service p50 <= $p5 us, p99 <= $p9 us; $inv INVALIDATEs, $mg UNMAPs merged into them"
+			extra="  iotlb misses $mi ($mpg/GiB), service p50 <= $p5 us, p99 <= $p9 us; $inv INVALIDATEs, $mg UNMAPs merged into them; vhost took each message in p50 <= $w5 us, p99 <= $w9 us"
 		fi
 		# Paired with its base build: the ratio of this run to the base run just before or after it.
 		LAST_UP[$v]=$u; LAST_DOWN[$v]=$d
@@ -426,6 +430,7 @@ for v in "${names[@]}"; do
 	peer=${peer%-nopf}
 	peer=${peer%-sync}
 	peer=${peer%-queue}
+	peer=${peer%-after}
 	read -r qu _ <<<"$(stats "${UP[$peer]:-}")"
 	read -r qd _ <<<"$(stats "${DOWN[$peer]:-}")"
 	bu=$mu0; bd=$md0

@@ -39,6 +39,6 @@ for attempt in 1 2 3; do
 	rc=0
 	"$REPO/tools/testbed/run-l1.sh" --arch "$ARCH" -- "$BIN" ${ARGS[@]+"${ARGS[@]}"} "$@" || rc=$?
 	[ $rc = 123 ] && [ $attempt -lt 3 ] || break
-	echo "run-kvm-tests: RETRY: the test bed's L1 kernel crashed or L1 reset itself (see above; not a moat failure); running the tests again (attempt $((attempt + 1)) of 3)"
+	echo "run-kvm-tests: RETRY: the test bed's L1 kernel crashed, or L1 reset itself or froze (see above; not a moat failure); running the tests again (attempt $((attempt + 1)) of 3)"
 done
 exit $rc

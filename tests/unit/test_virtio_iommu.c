@@ -19,6 +19,7 @@
 #include "devices/virtio/virtio.h"
 #include "tests/unit/virtq_mock.h"
 #include "vhost/iotlb.h"
+#include "vmm/lathist.h"
 /* After moat's headers: it brings <linux/virtio_ring.h>, whose macros virtqueue.h also defines. */
 #include <linux/vhost_types.h>
 
@@ -1286,6 +1287,16 @@ Test(vhost_iotlb, miss_answered_with_the_merged_run)
 	cr_assert_eq(c.updates, 3);
 	cr_assert_eq(c.faults, 0);
 	cr_assert_gt(vhost_iotlb_quantile_us(&c, 0.5), 0);
+	/* Every message written is timed: the attach's INVALIDATE and the three UPDATEs. */
+	cr_assert_eq(c.writes, 4);
+	cr_assert_gt(lathist_quantile_us(c.write_hist, 0.5), 0);
+	{
+		char line[1024];
+
+		vhost_iotlb_stats(&v.io, line, sizeof(line));
+		cr_assert(strstr(line, "3 misses, 3 updates") && strstr(line, "4 messages written, vhost took each in p50 <= "),
+			  "stats line: %s", line);
+	}
 	vt_down(&v);
 }
 
@@ -1590,6 +1601,70 @@ Test(vhost_iotlb, sync_prefetch_pushes_on_the_mapping_thread)
 	vhost_iotlb_counters(&v.io, &c);
 	cr_assert_eq(c.prefetches, 3);
 	cr_assert_eq(c.misses, 0);
+	vt_down(&v);
+}
+
+struct after_probe {
+	struct vt *v;
+	struct iommu_notifier n;
+	unsigned int calls;
+	uint16_t used_idx;
+	bool message_was_written;
+};
+
+static void after_probe_mapped(void *ctx, uint64_t iova, uint64_t gpa, uint64_t len, unsigned int perm)
+{
+}
+
+/* Subscribed before the IOTLB: runs first at a batch's completion, so it sees what the IOTLB had done before. */
+static void after_probe_completed(void *ctx)
+{
+	struct after_probe *p = ctx;
+	struct vhost_msg_v2 m;
+
+	p->calls++;
+	p->used_idx = vqm_used_idx(&p->v->t.rq);
+	p->message_was_written = recv(p->v->fd[1], &m, sizeof(m), MSG_PEEK | MSG_DONTWAIT) == (ssize_t)sizeof(m);
+}
+
+Test(vhost_iotlb, after_prefetch_pushes_once_the_answers_are_out)
+{
+	struct vt v;
+	struct after_probe p = { .v = &v };
+	struct vhost_iotlb_counters c;
+	uint16_t before;
+
+	tio_up(&v.t, NULL, 0);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, v.fd), 0);
+	cr_assert_eq(vhost_iotlb_init(&v.io, v.fd[0], vt_resolve, v.t.ep[0], VHOST_PREFETCH_AFTER), 0);
+	p.n = (struct iommu_notifier){ .mapped = after_probe_mapped, .completed = after_probe_completed, .ctx = &p };
+	cr_assert_eq(virtio_iommu_endpoint_notifier(v.t.ep[0], &p.n), 0);
+	cr_assert_eq(virtio_iommu_endpoint_notifier(v.t.ep[0], vhost_iotlb_notifier(&v.io)), 0);
+	vhost_iotlb_set_active(&v.io, true);
+	cr_assert_eq(attach(&v.t, 1, EP_A, 0), S(OK));
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
+	/* The MAP completes (the guest has its answer) before its UPDATE is written, then the UPDATE follows. */
+	before = vqm_used_idx(&v.t.rq);
+	p.calls = 0;
+	cr_assert_eq(map(&v.t, 1, IOVA, IOVA + 2 * K4 - 1, VQM_R2, R), S(OK));
+	cr_assert_eq(p.calls, 1);
+	cr_assert_eq(p.used_idx, (uint16_t)(before + 1), "the MAP had completed at the batch's completion");
+	cr_assert_not(p.message_was_written, "... and nothing was written to vhost yet");
+	vt_expect(&v, VHOST_IOTLB_UPDATE, IOVA, 2 * K4, VQM_R2, VHOST_ACCESS_RO);
+	vt_expect_none(&v);
+	/* MAP and UNMAP in one batch: resolved again after it, the range is gone: only the INVALIDATE goes out. */
+	queue_map(&v.t, 1, IOVA + 0x10000, IOVA + 0x10000 + K4 - 1, VQM_R2 + 4 * K4, RW);
+	queue_unmap(&v.t, 1, IOVA + 0x10000, IOVA + 0x10000 + K4 - 1);
+	virtio_queue_notify(v.t.dev, RQ);
+	vt_expect(&v, VHOST_IOTLB_INVALIDATE, IOVA + 0x10000, K4, 0, 0);
+	vt_expect_none(&v);
+	/* The IOTLB thread was never needed: nothing waits for it. */
+	cr_assert_eq(vhost_iotlb_serve(&v.io), 0);
+	vt_expect_none(&v);
+	vhost_iotlb_counters(&v.io, &c);
+	cr_assert_eq(c.prefetches, 1);
+	cr_assert_eq(c.misses, 0);
+	cr_assert_eq(c.prefetch_dropped, 0);
 	vt_down(&v);
 }
 

@@ -12,10 +12,11 @@
 # bash) and sees only this repository (bind-mounted at the same path) of the host's files; arm64 programs
 # it runs (moat) must be static.
 # CMD's stdout and stderr (L1's console) are printed on stdout; the exit status is CMD's.
-# Other exit statuses: 123 the L1 kernel crashed or L1 reset itself (the test bed, not CMD), 124 the
+# Other exit statuses: 123 the L1 kernel crashed, reset itself or froze (the test bed, not CMD), 124 the
 # L1 session timed out, 125 L1 died otherwise or failed to set up (the last console lines are printed for
 # all three), 1 this script could not start L1, 2 bad usage.
-# Environment: MOAT_L1_TIMEOUT (default for --timeout, 1800 s).
+# Environment: MOAT_L1_TIMEOUT (default for --timeout, 1800 s), MOAT_L1_FREEZE_SECS (how long QEMU may use
+# almost no CPU before L1 counts as frozen, default 120 s; 0 turns the watch off).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -85,10 +86,11 @@ T=
 JOB=
 VFS_PID=
 QEMU_PID=
+WATCH_PID=
 cleanup() {
 	local rc=$? p _
 	trap - EXIT INT TERM HUP
-	for p in $QEMU_PID $VFS_PID; do
+	for p in $WATCH_PID $QEMU_PID $VFS_PID; do
 		kill -0 "$p" 2>/dev/null || continue
 		kill -TERM "$p" 2>/dev/null || true
 		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -198,6 +200,47 @@ timeout -k 10 "$TIMEOUT" "$QEMU" \
 	-append "console=$KCON panic=-1 oops=panic $KARGS moat.l1job=$JOB" \
 	</dev/null >"$T/console" 2>"$T/qemu.err" &
 QEMU_PID=$!
+
+# A frozen L1: every vCPU halted and nothing ever wakes one (seen once in a vhost bench, 2026-11-30: no console
+# or kernel output, QEMU's threads asleep, 30 ms of CPU a minute) never ends on its own. A live L1 uses ~200 ms
+# of CPU every 30 s even when idle (sleep 150: 170-230 ms), so QEMU using under 50 ms in each 30 s for
+# MOAT_L1_FREEZE_SECS (default 120) means it froze: it is stopped and reported like a crash (status 123).
+FREEZE_SECS=${MOAT_L1_FREEZE_SECS:-120}
+[[ $FREEZE_SECS =~ ^[0-9]+$ ]] || die "MOAT_L1_FREEZE_SECS needs a number of seconds (0: no watch)"
+if [ "$FREEZE_SECS" -gt 0 ]; then
+	(
+		sp=
+		trap - EXIT INT HUP
+		trap '[ -z "$sp" ] || kill "$sp" 2>/dev/null; exit 0' TERM
+		hz=$(getconf CLK_TCK)
+		cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }
+		qpid=
+		for _ in $(seq 100); do
+			read -r qpid _ <"/proc/$QEMU_PID/task/$QEMU_PID/children" 2>/dev/null || true
+			[ -z "$qpid" ] || break
+			sleep 0.1
+		done
+		[ -n "$qpid" ] || exit 0
+		prev=$(cpu_ticks "$qpid") || exit 0
+		quiet=0
+		for (( ; ; )); do
+			sleep 30 &
+			sp=$!
+			wait "$sp" || true
+			sp=
+			now=$(cpu_ticks "$qpid") || exit 0
+			[ -n "$now" ] || exit 0
+			if [ $(((now - prev) * 1000 / hz)) -lt 50 ]; then quiet=$((quiet + 30)); else quiet=0; fi
+			prev=$now
+			if [ $quiet -ge "$FREEZE_SECS" ]; then
+				echo "$quiet" >"$T/frozen"
+				kill -TERM "$qpid" 2>/dev/null || true
+				exit 0
+			fi
+		done
+	) </dev/null &
+	WATCH_PID=$!
+fi
 exec 3<"$T/console"
 
 t0=$EPOCHREALTIME
@@ -259,7 +302,10 @@ fi
 
 # L1 ended without reporting the command's status: say why as well as we can.
 crash_re='Kernel panic|Oops|BUG:|general protection fault|watchdog: BUG|Call Trace'
-if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+if [ -s "$T/frozen" ]; then
+	why="L1 froze: QEMU used under 50 ms of CPU in every 30 s for $(cat "$T/frozen") s (all its vCPUs halted, nothing waking them): the test bed died"
+	rc=123
+elif [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
 	why="timed out after $TIMEOUT s (--timeout)"
 	rc=124
 elif [ $setup_failed = 1 ]; then
