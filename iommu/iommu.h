@@ -130,12 +130,6 @@ struct iommu_notifier {
 	 * comes before any request of the batch completes. Outside a batch unmapped() must act at once.
 	 */
 	void (*batch)(void *ctx, bool begin);
-	/*
-	 * Optional, from the virtio-iommu: the batch's requests have completed and the guest was notified.
-	 * What can wait until the guest has its answers (prefetching a MAP) goes here. No state or domain lock
-	 * is held (it may resolve IOVAs); the virtio-iommu's device lock is, so no request is served meanwhile.
-	 */
-	void (*completed)(void *ctx);
 	void *ctx;
 };
 

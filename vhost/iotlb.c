@@ -212,9 +212,7 @@ static void on_mapped(void *ctx, uint64_t iova, uint64_t gpa, uint64_t len, unsi
 	} else {
 		t->pf[(t->pf_head + t->pf_count) % VHOST_IOTLB_PREFETCH_QUEUE] =
 			(struct vhost_iotlb_hint){ .iova = iova, .len = len, .perm = perm };
-		/* AFTER: the IOMMU's thread pushes it at the batch's completion (on_completed), unless no batch runs. */
-		wake = t->pf_count++ == 0 &&
-		       (t->prefetch != VHOST_PREFETCH_AFTER || !t->batch_depth); /* the batch's own thread */
+		wake = t->pf_count++ == 0;
 	}
 	pthread_mutex_unlock(&t->pf_lock);
 	if (wake) {
@@ -261,17 +259,6 @@ static unsigned int serve_prefetch(struct vhost_iotlb *t)
 	return n;
 }
 
-/* AFTER: the batch's answers are out; push its MAPs now (the IOMMU's thread, its device lock held). */
-static void on_completed(void *ctx)
-{
-	struct vhost_iotlb *t = ctx;
-
-	if (t->prefetch != VHOST_PREFETCH_AFTER || !__atomic_load_n(&t->active, __ATOMIC_ACQUIRE))
-		return;
-	while (serve_prefetch(t))
-		;
-}
-
 int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resolve, void *resolve_ctx, int prefetch)
 {
 	memset(t, 0, sizeof(*t));
@@ -280,8 +267,7 @@ int vhost_iotlb_init(struct vhost_iotlb *t, int fd, vhost_iotlb_resolve_fn resol
 	t->resolve_ctx = resolve_ctx;
 	t->prefetch = prefetch;
 	t->notifier =
-		(struct iommu_notifier){ .unmapped = on_unmapped, .mapped = on_mapped, .batch = on_batch,
-					 .completed = on_completed, .ctx = t };
+		(struct iommu_notifier){ .unmapped = on_unmapped, .mapped = on_mapped, .batch = on_batch, .ctx = t };
 	t->pf_fd = -1;
 	pthread_mutex_init(&t->pf_lock, NULL);
 	pthread_mutex_init(&t->inv_lock, NULL);

@@ -53,16 +53,9 @@ typedef int (*vhost_iotlb_resolve_fn)(void *ctx, uint64_t iova, unsigned int per
  * Prefetch: how a guest MAP reaches vhost's IOTLB before vhost needs it.
  * SYNC: the UPDATE is written on the IOMMU's (vCPU) thread while it handles the MAP, so vhost never misses
  * on a mapped buffer; the vCPU may wait for vhost's queue locks. QUEUED: the MAP is queued for the IOTLB
- * thread; the vCPU never waits, but vhost can reach the buffer first and miss. AFTER: the IOMMU's thread
- * pushes the batch's MAPs itself once their answers are out (resolving them again): the guest does not wait
- * for vhost's queue locks, and the UPDATE usually lands before the guest has put the buffer on a ring.
+ * thread; the vCPU never waits, but vhost can reach the buffer first and miss.
  */
-enum vhost_iotlb_prefetch {
-	VHOST_PREFETCH_OFF = 0,
-	VHOST_PREFETCH_QUEUED = 1,
-	VHOST_PREFETCH_SYNC = 2,
-	VHOST_PREFETCH_AFTER = 3,
-};
+enum vhost_iotlb_prefetch { VHOST_PREFETCH_OFF = 0, VHOST_PREFETCH_QUEUED = 1, VHOST_PREFETCH_SYNC = 2 };
 
 struct vhost_iotlb_hint {
 	uint64_t iova, len;

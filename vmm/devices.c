@@ -243,8 +243,6 @@ static int vhost_prefetch_mode(int opt)
 		return VHOST_PREFETCH_QUEUED;
 	case NET_PREFETCH_SYNC:
 		return VHOST_PREFETCH_SYNC;
-	case NET_PREFETCH_AFTER:
-		return VHOST_PREFETCH_AFTER;
 	default:
 		return VHOST_PREFETCH_SYNC;
 	}
@@ -286,7 +284,6 @@ static int add_vhost_net(struct vm *vm, struct virtio_iommu *iommu, const struct
 		 !ep ? ""
 		 : vhost_prefetch_mode(cfg->prefetch) == VHOST_PREFETCH_SYNC   ? ", behind the virtio-iommu (IOTLB prefetch sync)"
 		 : vhost_prefetch_mode(cfg->prefetch) == VHOST_PREFETCH_QUEUED ? ", behind the virtio-iommu (IOTLB prefetch queued)"
-		 : vhost_prefetch_mode(cfg->prefetch) == VHOST_PREFETCH_AFTER  ? ", behind the virtio-iommu (IOTLB prefetch after)"
 									       : ", behind the virtio-iommu (IOTLB prefetch off)");
 	r = virtio_pci_add(vm, vhost_net_dev(h->vn), vhost_holder_free, h, &bdf, err, errlen);
 	if (!r)

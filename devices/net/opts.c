@@ -1,6 +1,6 @@
 /*
  * The --net option: "tap=NAME|auto[,host-ip=A.B.C.D/N][,mac=XX:XX:XX:XX:XX:XX][,mtu=N][,iommu=on|off]
- * [,vhost=on|off][,iotlb-prefetch=on|off|sync|after|queue]".
+ * [,vhost=on|off][,iotlb-prefetch=on|off|sync|queue]".
  */
 #include "devices/net/tap.h"
 
@@ -197,12 +197,8 @@ static int parse_item(const char *key, size_t klen, const char *val, size_t vlen
 			cfg->prefetch = NET_PREFETCH_QUEUE;
 			return 0;
 		}
-		if (vlen == 5 && !memcmp(val, "after", 5)) {
-			cfg->prefetch = NET_PREFETCH_AFTER;
-			return 0;
-		}
 		if (on_off(val, vlen) < 0)
-			return fail(err, errlen, "--net: iotlb-prefetch='%.*s' is not on, off, sync, after or queue", (int)vlen,
+			return fail(err, errlen, "--net: iotlb-prefetch='%.*s' is not on, off, sync or queue", (int)vlen,
 				    val);
 		cfg->prefetch = on_off(val, vlen) ? NET_PREFETCH_ON : NET_PREFETCH_OFF;
 		return 0;

@@ -34,7 +34,7 @@
 /* iommu=: behind the virtio-iommu when there is one (the default), or not. */
 enum { NET_IOMMU_DEFAULT = 0, NET_IOMMU_ON, NET_IOMMU_OFF };
 /* iotlb-prefetch=: on or off, or moat's default (see devices/net/opts.c). */
-enum { NET_PREFETCH_DEFAULT = 0, NET_PREFETCH_ON, NET_PREFETCH_OFF, NET_PREFETCH_SYNC, NET_PREFETCH_QUEUE, NET_PREFETCH_AFTER };
+enum { NET_PREFETCH_DEFAULT = 0, NET_PREFETCH_ON, NET_PREFETCH_OFF, NET_PREFETCH_SYNC, NET_PREFETCH_QUEUE };
 
 struct net_config {
 	char tap[NET_IFNAMSIZ]; /* the interface to attach; empty with tap_auto */

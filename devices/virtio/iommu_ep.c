@@ -332,25 +332,6 @@ void viommu_dom_mark(struct virtio_iommu *v, const struct viommu_dom *dom)
 			v->eps[i]->sync_pending = true;
 }
 
-void viommu_batch_completed(struct virtio_iommu *v)
-{
-	const struct iommu_notifier *todo[VIOMMU_MAX_ENDPOINTS * VIOMMU_EP_MAX_NOTIFIERS];
-	unsigned int n = 0;
-
-	/*
-	 * Gathered under the state lock, called without it: a subscriber resolves IOVAs, which takes that lock
-	 * (not recursive). Endpoints and their subscribers are never removed, so the pointers stay good.
-	 */
-	pthread_rwlock_rdlock(&v->state);
-	for (unsigned int i = 0; i < v->neps; i++)
-		for (unsigned int k = 0; k < v->eps[i]->nsubs; k++)
-			if (v->eps[i]->subs[k]->completed)
-				todo[n++] = v->eps[i]->subs[k];
-	pthread_rwlock_unlock(&v->state);
-	for (unsigned int i = 0; i < n; i++)
-		todo[i]->completed(todo[i]->ctx);
-}
-
 void viommu_batch(struct virtio_iommu *v, bool begin)
 {
 	pthread_rwlock_rdlock(&v->state);

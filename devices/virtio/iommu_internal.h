@@ -168,8 +168,6 @@ void viommu_sync_pending(struct virtio_iommu *v);
  * comes before any request of the batch completes. IOMMU's thread, no lock held.
  */
 void viommu_batch(struct virtio_iommu *v, bool begin);
-/* Tell every endpoint's subscribers that a batch's requests completed (iommu_notifier.completed). Device lock only. */
-void viommu_batch_completed(struct virtio_iommu *v);
 
 /* Another device's thread, between its requests and outside any section: serve what waits (dma_as_ops.help). */
 void virtio_iommu_help(struct virtio_iommu *v);

@@ -496,7 +496,6 @@ unsigned int viommu_serve_requests(struct virtio_iommu *v)
 	if (n) {
 		__atomic_fetch_add(&v->served, n, __ATOMIC_RELAXED);
 		virtio_notify_used(&v->dev, VIOMMU_REQUESTQ);
-		viommu_batch_completed(v);
 	}
 	return n;
 }
