@@ -10,7 +10,7 @@
 # iommu_platform=on on its virtio-net. With the kernel's vhost-net data path: moat-vhost, qemu-vhost,
 # moat-vhost-iommu, qemu-vhost-iommu, moat-vhost-iommu-strict, qemu-vhost-iommu-strict, and moat's IOTLB
 # without prefetch: moat-vhost-iommu-nopf, moat-vhost-iommu-strict-nopf, and with one prefetch mode forced
-# (iotlb-prefetch=sync, after or queue): moat-vhost-iommu[-strict]-sync, -after, -queue. For moat behind the IOMMU with vhost,
+# (iotlb-prefetch=sync or queue): moat-vhost-iommu[-strict]-sync, -queue. For moat behind the IOMMU with vhost,
 # the IOTLB misses per GiB moved and the miss-service latency (moat's exit report) are printed too.
 # --base: another moat build (say, the last commit's) to compare with in the same session: a VMM name
 # starting with "base" (base, base-iommu-strict, ...) runs it with the options of the same "moat" name, and
@@ -213,7 +213,7 @@ pin_threads() {
 
 # guest_run VMM: one boot; prints "UP DOWN" in Mbit/s, or "fail REASON".
 guest_run() {
-	local v=$1 con=$W/$1.console pid rc=0 waited=0 cmdline=$CMDLINE moat_iommu=() qemu_iommu=() nic_iommu=
+	local v=$1 con=$W/$1.console pid rc=0 cmdline=$CMDLINE moat_iommu=() qemu_iommu=() nic_iommu=
 	local netopt= qvhost=off
 	rm -f "$con"
 	case $v in *-vhost*) netopt=,vhost=on; qvhost=on ;; esac
@@ -221,7 +221,6 @@ guest_run() {
 	*-nopf) netopt=$netopt,iotlb-prefetch=off ;;
 	*-sync) netopt=$netopt,iotlb-prefetch=sync ;;
 	*-queue) netopt=$netopt,iotlb-prefetch=queue ;;
-	*-after) netopt=$netopt,iotlb-prefetch=after ;;
 	esac
 	case $v in
 	*-iommu*)
@@ -266,8 +265,9 @@ guest_run() {
 	case $v in *-pin*) pin_threads "$pid" & ;; esac
 	# Every 0.2 s (shell builtins only, not to load the machine measured): the guest's MOAT_IPERF_BEGIN/END
 	# lines start and end a CPU sample of this machine.
-	local marks=0 seen line ready PROF=
-	while [ $waited -lt $((GUEST_LIMIT * 5 + 300)) ]; do
+	local marks=0 seen line ready PROF= deadline=$((SECONDS + GUEST_LIMIT + 60))
+	# By the clock: a guest printing without end makes each look slower (it reads the whole console).
+	while [ $SECONDS -lt $deadline ]; do
 		seen=0 ready=0
 		while IFS= read -r line; do
 			case $line in
@@ -288,8 +288,14 @@ guest_run() {
 		[ $ready = 0 ] || break
 		kill -0 "$pid" 2>/dev/null || break
 		read -r -t 0.2 -u "$TICK" || true
-		waited=$((waited + 1))
 	done
+	# moat's --timeout has stopped its guest by now; QEMU has none: a guest that never finished is stopped here.
+	if kill -0 "$pid" 2>/dev/null && ! grep -q MOAT_NET_WAIT "$con" 2>/dev/null; then
+		echo "--- $v: still running $((GUEST_LIMIT + 60)) s after it started without finishing: stopped" >&2
+		kill -TERM "$pid" 2>/dev/null || true
+		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
 	if grep -q MOAT_NET_WAIT "$con" 2>/dev/null; then
 		{ exec 3<>"/dev/tcp/$GUEST_IP/5555" && echo bye >&3 && exec 3>&-; } 2>/dev/null || true
 	fi
@@ -341,6 +347,18 @@ guest_run() {
 		if grep -q 'stats:' "$W/$v.err" 2>/dev/null; then
 			echo "--- $v: moat's exit report" >&2
 			grep -E 'stats:|warn|error' "$W/$v.err" | tail -n 12 | sed 's/^/  moat| /' >&2
+		fi
+		# A vCPU stopped by the --timeout in a module's code: which module, and where in it (the guest's
+		# init lists each module's base; bash's signed 64-bit arithmetic keeps kernel addresses in order).
+		local rip name size base
+		rip=$(sed -n 's/.*was at rip=\(0x[0-9a-f]*\).*/\1/p' "$W/$v.err" 2>/dev/null | head -n 1)
+		if [ -n "$rip" ]; then
+			while read -r _ name size base; do
+				[[ $size =~ ^[0-9]+$ && $base =~ ^0x[0-9a-f]+$ ]] || continue
+				if ((rip >= base && rip < base + size)); then
+					printf '  %s: the vCPU was stopped in module %s at +0x%x (%s)\n' "$v" "$name" $((rip - base)) "$rip" >&2
+				fi
+			done < <(tr -d '\r' <"$con" 2>/dev/null | grep '^MOAT_MODULE ')
 		fi
 		# The guest's last console lines too: a guest that crashed (a triple fault) says where only there.
 		echo "fail exit $rc; $(tr -d '\r' <"$con" 2>/dev/null | grep -E 'FAIL|panic' | head -n 2 | tr '\n' ' ')$(tail -n 2 "$W/$v.err" | tr '\n' ' '); console: $(tr -d '\r' <"$con" 2>/dev/null | tail -n 4 | tr '\n' '|')"
@@ -430,7 +448,6 @@ for v in "${names[@]}"; do
 	peer=${peer%-nopf}
 	peer=${peer%-sync}
 	peer=${peer%-queue}
-	peer=${peer%-after}
 	read -r qu _ <<<"$(stats "${UP[$peer]:-}")"
 	read -r qd _ <<<"$(stats "${DOWN[$peer]:-}")"
 	bu=$mu0; bd=$md0

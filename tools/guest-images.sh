@@ -453,6 +453,9 @@ while read -r m; do
 done </etc/moat-modules
 
 echo MOAT_INIT_OK
+# Where each module landed (name, size, base; after the marker, which boot benchmarks time): a hung vCPU's
+# rip in module space is looked up with these.
+awk '{ print "MOAT_MODULE", $1, $2, $6 }' /proc/modules
 
 scenario=
 for arg in $(cat /proc/cmdline); do
