@@ -7,14 +7,16 @@
 # Prints "PASS name (Xs)" or "FAIL name: reason" per scenario and "N passed, N failed" at the end;
 # exits non-zero if a scenario failed.
 # Environment: MOAT (the moat binary, default $BUILD/moat, BUILD defaulting to build), MOAT_E2E_RUN_TIMEOUT (safety limit of one
-# moat run in seconds, default 300).
+# moat run in seconds, default 300, plus a second per 8 MiB of MOAT_E2E_XFER_BYTES).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 ARCH=x86_64
 ONLY=
 LIST=0
-SAFETY=${MOAT_E2E_RUN_TIMEOUT:-300}
+xfer_env=${MOAT_E2E_XFER_BYTES:-0}
+[[ $xfer_env =~ ^[0-9]+$ ]] || { echo "run.sh: MOAT_E2E_XFER_BYTES must be a number of bytes" >&2; exit 2; }
+SAFETY=${MOAT_E2E_RUN_TIMEOUT:-$((300 + xfer_env / 8388608))}
 
 usage() { echo "usage: $0 [--arch x86_64|arm64] [--only NAME[,NAME...]] [--list]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
