@@ -361,7 +361,7 @@ guest_run() {
 			done < <(tr -d '\r' <"$con" 2>/dev/null | grep '^MOAT_MODULE ')
 		fi
 		# The guest's last console lines too: a guest that crashed (a triple fault) says where only there.
-		echo "fail exit $rc; $(tr -d '\r' <"$con" 2>/dev/null | grep -E 'FAIL|panic' | head -n 2 | tr '\n' ' ')$(tail -n 2 "$W/$v.err" | tr '\n' ' '); console: $(tr -d '\r' <"$con" 2>/dev/null | tail -n 4 | tr '\n' '|')"
+		echo "fail exit $rc; $(tr -d '\r' <"$con" 2>/dev/null | grep -E 'FAIL|Kernel panic' | head -n 2 | tr '\n' ' ')$(tail -n 2 "$W/$v.err" | tr '\n' ' '); console: $(tr -d '\r' <"$con" 2>/dev/null | tail -n 4 | tr '\n' '|')"
 	fi
 }
 
