@@ -2,23 +2,24 @@
 
 unsigned int lathist_bucket(uint64_t ns)
 {
-	uint64_t v = ns / 500; /* half microseconds */
+	uint64_t v = ns / 250; /* quarter microseconds: every bucket bound from 1 us up is a whole number of them */
 	unsigned int k, idx;
 
-	if (v < 2)
+	if (v < 4)
 		return 0;
-	k = 63u - (unsigned int)__builtin_clzll(v);
-	idx = 1 + 2 * (k - 1) + ((v - (1ull << k)) >= (1ull << (k - 1)));
+	k = 63u - (unsigned int)__builtin_clzll(v); /* v in [2^k, 2^(k+1)), k >= 2 */
+	idx = 1 + 4 * (k - 2) + (unsigned int)(((v - (1ull << k)) * 4) >> k);
 	return idx < LATHIST_BUCKETS ? idx : LATHIST_BUCKETS - 1;
 }
 
 static double bucket_upper_us(unsigned int idx)
 {
-	unsigned int k = (idx - 1) / 2 + 1, half = (idx - 1) % 2;
+	unsigned int k = (idx - 1) / 4 + 2, quarter = (idx - 1) % 4;
 
 	if (idx == 0)
 		return 1.0;
-	return (double)((1ull << k) + (half + 1) * (1ull << (k - 1))) / 2.0;
+	/* 2^k + (quarter + 1) * 2^k / 4 quarter microseconds. */
+	return (double)((1ull << k) * (4 + quarter + 1)) / 16.0;
 }
 
 double lathist_quantile_us(const uint64_t *hist, double q)

@@ -1651,11 +1651,36 @@ Test(vhost_iotlb, latency_quantiles)
 
 	memset(&c, 0, sizeof(c));
 	cr_assert_eq(vhost_iotlb_quantile_us(&c, 0.5), 0, "no misses, no latency");
-	c.hist[0] = 98; /* under 1 us */
-	c.hist[9] = 2;  /* [16, 24) us */
+	c.hist[0] = 98;                      /* under 1 us */
+	c.hist[lathist_bucket(19999)] = 2;   /* [16, 20) us */
 	cr_assert_float_eq(vhost_iotlb_quantile_us(&c, 0.5), 1.0, 1e-9);
-	cr_assert_float_eq(vhost_iotlb_quantile_us(&c, 0.99), 24.0, 1e-9);
-	cr_assert_float_eq(vhost_iotlb_quantile_us(&c, 1.0), 24.0, 1e-9);
+	cr_assert_float_eq(vhost_iotlb_quantile_us(&c, 0.99), 20.0, 1e-9);
+	cr_assert_float_eq(vhost_iotlb_quantile_us(&c, 1.0), 20.0, 1e-9);
+}
+
+/* Four buckets per octave, bounds exact at whole quarter microseconds; beyond 2^20 us, the last bucket. */
+Test(vhost_iotlb, latency_buckets)
+{
+	static const struct {
+		uint64_t ns;
+		double upper_us;
+	} cases[] = {
+		{ 0, 1.0 },        { 999, 1.0 },      { 1000, 1.25 },     { 1249, 1.25 },     { 1250, 1.5 },
+		{ 1999, 2.0 },     { 2000, 2.5 },     { 3999, 4.0 },      { 4000, 5.0 },      { 15999, 16.0 },
+		{ 16000, 20.0 },   { 19999, 20.0 },   { 20000, 24.0 },    { 24000, 28.0 },    { 31999, 32.0 },
+		{ 512000, 640.0 }, { 1048575999, 1048576.0 },
+	};
+	uint64_t h[LATHIST_BUCKETS];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memset(h, 0, sizeof(h));
+		h[lathist_bucket(cases[i].ns)] = 1;
+		cr_assert_float_eq(lathist_quantile_us(h, 0.5), cases[i].upper_us, 1e-9, "%llu ns: bucket up to %.2f us, want %.2f",
+				   (unsigned long long)cases[i].ns, lathist_quantile_us(h, 0.5), cases[i].upper_us);
+	}
+	/* Far beyond the range: the last bucket, never past the array. */
+	cr_assert_eq(lathist_bucket(UINT64_MAX), LATHIST_BUCKETS - 1);
+	cr_assert_eq(lathist_bucket(4000000000000ull), LATHIST_BUCKETS - 1);
 }
 
 /* ------------------------------------------------------------------ the endpoints' IOTLB */
