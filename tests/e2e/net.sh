@@ -104,7 +104,8 @@ rc=0
 wait "$pid" || rc=$?
 pid=
 tr -d '\r' <"$W/console" | grep -E '^(NET_|PING_|IPERF_|HOST_SAID|MOAT_INIT_OK|IOMMU_|XFER_)' || true
-[ "$rc" = 0 ] || fail+=("moat exit status $rc, expected 0; stderr: $(tail -n 3 "$W/err" | tr '\n' ' ')")
+# moat's own verdict first (a triple fault, the --timeout), then its last lines.
+[ "$rc" = 0 ] || fail+=("moat exit status $rc, expected 0; $(grep -m1 -E 'triple fault|--timeout of' "$W/err" | tr '\n' ' ')stderr: $(tail -n 3 "$W/err" | tr '\n' ' ')")
 for s in 'DRIVER=virtio_net' PING_HOST_OK IPERF_UP_MBPS= IPERF_DOWN_MBPS= HOST_SAID=bye; do
 	grep -q "$s" "$W/console" || fail+=("console lacks '$s'")
 done
