@@ -481,8 +481,8 @@ void vhost_iotlb_stats(const struct vhost_iotlb *t, char *buf, size_t len)
 	snprintf(buf, len,
 		 "iotlb: %llu misses, %llu updates, %llu prefetched, %llu invalidations, %llu faults, %llu errors, "
 		 "%llu prefetches dropped, %llu unmaps merged; "
-		 "miss service p50 <= %.1f us, p99 <= %.1f us, mean %.1f us, max %.1f us; "
-		 "%llu messages written, vhost took each in p50 <= %.1f us, p99 <= %.1f us",
+		 "miss service p50 <= %.2f us, p99 <= %.2f us, mean %.1f us, max %.1f us; "
+		 "%llu messages written, vhost took each in p50 <= %.2f us, p99 <= %.2f us",
 		 (unsigned long long)c.misses, (unsigned long long)c.updates, (unsigned long long)c.prefetches,
 		 (unsigned long long)c.invalidations, (unsigned long long)c.faults, (unsigned long long)c.errors,
 		 (unsigned long long)c.prefetch_dropped, (unsigned long long)c.inval_merged,

@@ -508,8 +508,8 @@ void virtio_iommu_stats(const struct virtio_iommu *v, char *buf, size_t len)
 	       (unsigned long long)ctr_get(&c->polled), (unsigned long long)ctr_get(&c->helped));
 	if (ctr_get(&c->polled))
 		append(buf, len, &pos,
-		       " in %llu looks, each seen p50 <= %.1f us p99 <= %.1f us mean %.1f us after the look before, "
-		       "answered p50 <= %.1f us p99 <= %.1f us after",
+		       " in %llu looks, each seen p50 <= %.2f us p99 <= %.2f us mean %.1f us after the look before, "
+		       "answered p50 <= %.2f us p99 <= %.2f us after",
 		       (unsigned long long)ctr_get(&c->looks), lathist_quantile_us(c->gap_hist, 0.5),
 		       lathist_quantile_us(c->gap_hist, 0.99),
 		       gap_mean_us(c),

@@ -15,7 +15,7 @@ ARCH=x86_64
 ONLY=
 LIST=0
 xfer_env=${MOAT_E2E_XFER_BYTES:-0}
-[[ $xfer_env =~ ^[0-9]+$ ]] || { echo "run.sh: MOAT_E2E_XFER_BYTES must be a number of bytes" >&2; exit 2; }
+[[ $xfer_env =~ ^[0-9]+$ ]] || { echo "run.sh: MOAT_E2E_XFER_BYTES must be a whole number of bytes (say 1073741824 for 1 GiB), not '$xfer_env'" >&2; exit 2; }
 SAFETY=${MOAT_E2E_RUN_TIMEOUT:-$((300 + xfer_env / 8388608))}
 
 usage() { echo "usage: $0 [--arch x86_64|arm64] [--only NAME[,NAME...]] [--list]" >&2; exit 2; }
